@@ -1,0 +1,156 @@
+"""Apply the registered patches when AF3's modules load; undo them on request.
+
+One ``wrapt`` post-import hook per target module, registered once per
+process (wrapt hooks fire once and cannot be unregistered, so a hook checks
+whether the plugin is still installed).  Patches must be in place before AF3
+code is traced: jax's jit caches keep the code they traced, so a module that
+was already imported gets patched at once, with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import types
+import warnings
+
+import wrapt
+
+from af3_cpu_patch import af3_install
+from af3_cpu_patch.registry import Outcome, SourcePatch, Status, apply_source_patch
+
+
+class AF3PatchWarning(UserWarning):
+    """A patch could not be applied, or was applied after AF3 was imported."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchReport:
+    """One row of :func:`report`."""
+
+    patch: str
+    status: Status
+    module: str | None
+    file: str | None
+    af3_version: str | None
+    detail: str
+    why: str
+
+    def line(self) -> str:
+        where = f" in {self.module}" if self.module else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.patch}: {self.status}{where}{detail}"
+
+
+_lock = threading.RLock()
+_installed = False
+_patches: tuple[SourcePatch, ...] = ()
+_hooked: set[str] = set()  # module names with a wrapt hook registered and not yet fired
+_results: dict[str, tuple[str, Outcome]] = {}  # patch name -> (module name, outcome)
+
+
+def registered_patches() -> tuple[SourcePatch, ...]:
+    from af3_cpu_patch.patches import ALL_PATCHES
+
+    return ALL_PATCHES
+
+
+def install(patches: tuple[SourcePatch, ...] | None = None) -> list[PatchReport]:
+    """Start patching AF3 modules as they load (now, for those already loaded).
+
+    Idempotent: a second call changes nothing and returns the same report.
+    """
+    global _installed, _patches
+    with _lock:
+        if _installed:
+            return report()
+        _installed = True
+        _patches = tuple(patches) if patches is not None else registered_patches()
+        names = sorted({m for p in _patches for m in p.modules})
+        already = [n for n in names if n in sys.modules]
+        for name in names:
+            if name in sys.modules:
+                _on_import(sys.modules[name])
+            elif name not in _hooked:
+                _hooked.add(name)
+                wrapt.register_post_import_hook(_on_import, name)
+    applied_late = [n for n in already if any(r.status is Status.APPLIED and r.module == n for r in report())]
+    if applied_late:
+        warnings.warn(
+            f"af3_cpu_patch patched {', '.join(applied_late)} after it was imported: anything jax traced "
+            "from it before now keeps the unpatched code; call jax.clear_caches() (or import af3_cpu_patch "
+            "before alphafold3).",
+            AF3PatchWarning,
+            stacklevel=2,
+        )
+    return report()
+
+
+def uninstall() -> list[PatchReport]:
+    """Restore every patched function's original code and stop patching."""
+    global _installed
+    with _lock:
+        for name, (module, outcome) in list(_results.items()):
+            if outcome.status is Status.APPLIED and outcome.function is not None:
+                if outcome.function.__code__ is outcome.patched_code:
+                    outcome.function.__code__ = outcome.original_code
+                _results[name] = (module, Outcome(Status.REMOVED, "original code restored"))
+        _installed = False
+        result = report()
+        _results.clear()
+        return result
+
+
+def is_installed() -> bool:
+    return _installed
+
+
+def report() -> list[PatchReport]:
+    """Per patch: what happened, where, on which AF3 version."""
+    with _lock:
+        info = af3_install.detect()
+        rows = []
+        for patch in _patches or registered_patches():
+            module_name, outcome = _results.get(patch.name, (None, Outcome(Status.PENDING, "")))
+            module = sys.modules.get(module_name) if module_name else None
+            if outcome.status is Status.PENDING and not _installed:
+                outcome = Outcome(Status.PENDING, "af3_cpu_patch is not installed")
+            elif outcome.status is Status.PENDING and patch.covers(info.version) is False:
+                outcome = Outcome(Status.NOT_NEEDED, f"AF3 {info.version} does not have this site")
+            rows.append(
+                PatchReport(
+                    patch=patch.name,
+                    status=outcome.status,
+                    module=module_name,
+                    file=getattr(module, "__file__", None),
+                    af3_version=info.version,
+                    detail=outcome.detail,
+                    why=patch.why,
+                )
+            )
+        return rows
+
+
+def _on_import(module: types.ModuleType) -> None:
+    """wrapt post-import hook: patch everything that targets ``module``."""
+    with _lock:
+        _hooked.discard(module.__name__)
+        if not _installed:
+            return
+        version = af3_install.detect().version
+        for patch in _patches:
+            if module.__name__ not in patch.modules:
+                continue
+            previous = _results.get(patch.name)
+            if previous and previous[1].status is Status.APPLIED and previous[1].function.__code__ is previous[1].patched_code:
+                continue  # idempotent: already in place
+            outcome = apply_source_patch(patch, module, version)
+            _results[patch.name] = (module.__name__, outcome)
+            if outcome.status in (Status.MISMATCH, Status.NOT_FOUND, Status.ERROR):
+                warnings.warn(
+                    f"af3_cpu_patch left {module.__name__} untouched for patch {patch.name!r}: "
+                    f"{outcome.status} ({outcome.detail})",
+                    AF3PatchWarning,
+                    stacklevel=2,
+                )
