@@ -97,9 +97,7 @@ def uninstall() -> list[PatchReport]:
                     outcome.function.__code__ = outcome.original_code
                 _results[name] = (module, Outcome(Status.REMOVED, "original code restored"))
         _installed = False
-        result = report()
-        _results.clear()
-        return result
+        return report()
 
 
 def is_installed() -> bool:
