@@ -27,6 +27,7 @@ FINGERPRINTS = {
     "4ba4ec4c0518794015bfe4da4f7399a00921ee3af3c96e2c04b4957f195a6f3f": "3.0.4",
 }
 FINGERPRINT_FILE = "common/folding_input.py"
+CCD_SETS_PICKLE = "constants/converters/chemical_component_sets.pickle"
 DIFFUSION_HEAD_FILES = ("model/network/diffusion_head.py", "model/diffusion/diffusion_head.py")
 
 INSTALL_HINT = (
@@ -46,6 +47,11 @@ class AF3Install:
     @property
     def found(self) -> bool:
         return self.package_dir is not None
+
+    @property
+    def data_built(self) -> bool:
+        """AF3's ``build_data`` has written the CCD pickles it needs at import time."""
+        return self.found and (self.package_dir / CCD_SETS_PICKLE).is_file()
 
     def describe(self) -> str:
         if not self.found:

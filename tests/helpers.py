@@ -78,15 +78,20 @@ print(json.dumps({"nan": int(np.isnan(pos).sum()), "size": int(pos.size), "repor
 """
 
 
-def run_sample(tmp_path, *, plugin: bool, pythonpath=(STANDIN,), denoiser="scale", config=None, tag="out"):
+def run_sample(
+    tmp_path, *, plugin: bool, pythonpath=(STANDIN,), denoiser="scale", config=None, tag="out",
+    snippet=SAMPLE_SNIPPET, env=None,
+):
+    """Run a sampler snippet with or without the plugin; returns its JSON plus the positions."""
     out = tmp_path / f"{tag}.npy"
     env = {
         "WITH_PLUGIN": "1" if plugin else "0",
         "DENOISER": denoiser,
         "SAMPLE_CONFIG": json.dumps(config or {}),
         "OUT": str(out),
+        **(env or {}),
     }
-    result = run_python(SAMPLE_SNIPPET, pythonpath=list(pythonpath), env=env)
+    result = run_python(snippet, pythonpath=list(pythonpath), env=env)
     import numpy as np
 
     result["positions"] = np.load(out)
