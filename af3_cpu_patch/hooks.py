@@ -18,7 +18,7 @@ import warnings
 import wrapt
 
 from af3_cpu_patch import af3_install
-from af3_cpu_patch.registry import Outcome, SourcePatch, Status, apply_source_patch
+from af3_cpu_patch.registry import Outcome, Patch, Status
 
 
 class AF3PatchWarning(UserWarning):
@@ -45,29 +45,35 @@ class PatchReport:
 
 _lock = threading.RLock()
 _installed = False
-_patches: tuple[SourcePatch, ...] = ()
+_patches: tuple[Patch, ...] = ()
 _hooked: set[str] = set()  # module names with a wrapt hook registered and not yet fired
 _results: dict[str, tuple[str, Outcome]] = {}  # patch name -> (module name, outcome)
 
 
-def registered_patches() -> tuple[SourcePatch, ...]:
+def registered_patches() -> tuple[Patch, ...]:
     from af3_cpu_patch.patches import ALL_PATCHES
 
     return ALL_PATCHES
 
 
-def install(patches: tuple[SourcePatch, ...] | None = None) -> list[PatchReport]:
+def install(patches: tuple[Patch, ...] | None = None) -> list[PatchReport]:
     """Start patching AF3 modules as they load (now, for those already loaded).
 
-    Idempotent: a second call changes nothing and returns the same report.
+    ``patches`` defaults to the registry's ``ALL_PATCHES``; patches given here
+    are added to those already installed.  Idempotent: installing what is
+    installed changes nothing.
     """
     global _installed, _patches
+    wanted = tuple(patches) if patches is not None else registered_patches()
     with _lock:
-        if _installed:
+        new = tuple(p for p in wanted if p not in _patches or not _installed)
+        if _installed and not new:
             return report()
+        _patches = (_patches if _installed else ()) + new
         _installed = True
-        _patches = tuple(patches) if patches is not None else registered_patches()
-        names = sorted({m for p in _patches for m in p.modules})
+        for patch in new:
+            patch.arm(lambda module_name, outcome, name=patch.name: _record(name, module_name, outcome))
+        names = sorted({m for p in new for m in p.modules})
         already = [n for n in names if n in sys.modules]
         for name in names:
             if name in sys.modules:
@@ -92,10 +98,11 @@ def uninstall() -> list[PatchReport]:
     global _installed
     with _lock:
         for name, (module, outcome) in list(_results.items()):
-            if outcome.status is Status.APPLIED and outcome.function is not None:
-                if outcome.function.__code__ is outcome.patched_code:
-                    outcome.function.__code__ = outcome.original_code
-                _results[name] = (module, Outcome(Status.REMOVED, "original code restored"))
+            if outcome.status is Status.APPLIED and outcome.undo is not None:
+                outcome.undo()
+                _results[name] = (module, Outcome(Status.REMOVED, "original restored"))
+        for patch in _patches:
+            patch.disarm()
         _installed = False
         return report()
 
@@ -141,14 +148,17 @@ def _on_import(module: types.ModuleType) -> None:
             if module.__name__ not in patch.modules:
                 continue
             previous = _results.get(patch.name)
-            if previous and previous[1].status is Status.APPLIED and previous[1].function.__code__ is previous[1].patched_code:
+            if previous and previous[1].status is Status.APPLIED and previous[1].in_place():
                 continue  # idempotent: already in place
-            outcome = apply_source_patch(patch, module, version)
-            _results[patch.name] = (module.__name__, outcome)
-            if outcome.status in (Status.MISMATCH, Status.NOT_FOUND, Status.ERROR):
-                warnings.warn(
-                    f"af3_cpu_patch left {module.__name__} untouched for patch {patch.name!r}: "
-                    f"{outcome.status} ({outcome.detail})",
-                    AF3PatchWarning,
-                    stacklevel=2,
-                )
+            _record(patch.name, module.__name__, patch.apply(module, version))
+
+
+def _record(patch_name: str, module_name: str, outcome: Outcome) -> None:
+    with _lock:
+        _results[patch_name] = (module_name, outcome)
+    if outcome.status in (Status.MISMATCH, Status.NOT_FOUND, Status.ERROR):
+        warnings.warn(
+            f"af3_cpu_patch left {module_name} untouched for patch {patch_name!r}: {outcome.status} ({outcome.detail})",
+            AF3PatchWarning,
+            stacklevel=3,
+        )

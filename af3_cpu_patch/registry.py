@@ -12,6 +12,9 @@ import dataclasses
 import enum
 import importlib
 import types
+from typing import Any, Callable
+
+import wrapt
 
 from af3_cpu_patch import source_rewrite
 from af3_cpu_patch.source_rewrite import Rewrite
@@ -40,27 +43,29 @@ def version_tuple(version: str | None) -> tuple[int, ...] | None:
         return None
 
 
-@dataclasses.dataclass(frozen=True)
-class SourcePatch:
-    """Rewrite a few expressions of one AF3 function at import time.
+@dataclasses.dataclass
+class Outcome:
+    """The result of trying one patch on one loaded module.
 
-    ``modules`` lists alternative module paths (AF3 moved files between
-    versions); the first that is imported is patched.  ``versions`` is the
-    inclusive range of AF3 releases whose stock code has the ``stock`` forms;
-    it only decides how a non-matching target is reported ("not needed" inside
-    a known newer version, "source did not match" otherwise) -- whether a patch
-    is applied is always decided by the source itself.
+    ``undo`` restores what was there; ``in_place`` tells whether the patch is
+    still what AF3 runs (so a second apply is a no-op).
     """
+
+    status: Status
+    detail: str = ""
+    undo: Callable[[], None] | None = None
+    in_place: Callable[[], bool] = lambda: False
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    """Fields every patch has; subclasses say how it is applied."""
 
     name: str
     why: str
     modules: tuple[str, ...]
     function: str
-    rewrites: tuple[Rewrite, ...]
     versions: tuple[str, str]
-    fixed_upstream_in: str | None = None
-    requires_globals: tuple[tuple[str, str], ...] = (("jnp", "jax.numpy"),)
-    verified_by: str = "exact AST match of every stock expression before anything is changed"
 
     def covers(self, version: str | None) -> bool | None:
         """Is ``version`` in the range this patch was written for (None: unknown)?"""
@@ -69,39 +74,91 @@ class SourcePatch:
             return None
         return version_tuple(self.versions[0]) <= v <= version_tuple(self.versions[1])
 
+    def arm(self, record: Callable[[str, Outcome], None]) -> None:
+        """Called by ``install()`` before any target is imported (most patches need nothing)."""
 
-@dataclasses.dataclass
-class Outcome:
-    """The result of trying one patch on one loaded module."""
+    def disarm(self) -> None:
+        """Called by ``uninstall()``."""
 
-    status: Status
-    detail: str = ""
-    function: types.FunctionType | None = None
-    original_code: types.CodeType | None = None
-    patched_code: types.CodeType | None = None
+    def apply(self, module: types.ModuleType, af3_version: str | None) -> Outcome:
+        """Verify the target in ``module`` and patch it.  Never raises."""
+        try:
+            return self._apply(module, af3_version)
+        except source_rewrite.TargetNotFound as exc:
+            return Outcome(Status.NOT_FOUND, str(exc))
+        except source_rewrite.SourceMismatch as exc:
+            return Outcome(Status.MISMATCH, str(exc))
+        except Exception as exc:  # a post-import hook must never break AF3's import
+            return Outcome(Status.ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _apply(self, module: types.ModuleType, af3_version: str | None) -> Outcome:
+        raise NotImplementedError
 
 
-def apply_source_patch(patch: SourcePatch, module: types.ModuleType, af3_version: str | None) -> Outcome:
-    """Verify the target, then swap in rewritten code.  Never raises."""
-    try:
-        for name, expected in patch.requires_globals:
+@dataclasses.dataclass(frozen=True)
+class SourcePatch(Patch):
+    """Rewrite a few expressions of one AF3 function at import time.
+
+    ``modules`` lists alternative module paths (AF3 moved files between
+    versions).  ``versions`` is the inclusive range of AF3 releases whose stock
+    code has the ``stock`` forms; it only decides how a non-matching target is
+    reported ("not needed" for a known version outside it, "source did not
+    match" otherwise) -- whether the patch applies is decided by the source.
+    """
+
+    rewrites: tuple[Rewrite, ...] = ()
+    fixed_upstream_in: str | None = None
+    requires_globals: tuple[tuple[str, str], ...] = (("jnp", "jax.numpy"),)
+    verified_by: str = "exact AST match of every stock expression before anything is changed"
+
+    def _apply(self, module: types.ModuleType, af3_version: str | None) -> Outcome:
+        for name, expected in self.requires_globals:
             if module.__dict__.get(name) is not importlib.import_module(expected):
                 return Outcome(Status.MISMATCH, f"module global {name!r} is not {expected}")
-        located = source_rewrite.locate(module, patch.function)
-        kind = source_rewrite.classify(located.scope_node, patch.rewrites)
+        located = source_rewrite.locate(module, self.function)
+        kind = source_rewrite.classify(located.scope_node, self.rewrites)
         if kind == "fixed":
-            return Outcome(Status.UPSTREAM, f"the guarded form is already in {patch.function}")
+            return Outcome(Status.UPSTREAM, f"the guarded form is already in {self.function}")
         if kind == "mismatch":
-            if patch.covers(af3_version) is False:
+            if self.covers(af3_version) is False:
                 return Outcome(Status.NOT_NEEDED, f"AF3 {af3_version} has no stock form of this site")
-            return Outcome(Status.MISMATCH, source_rewrite.describe_mismatch(located.scope_node, patch.rewrites))
-        code = source_rewrite.build_code(located, patch.rewrites)
-        original = located.host.__code__
-        located.host.__code__ = code
-        return Outcome(Status.APPLIED, "", located.host, original, code)
-    except source_rewrite.TargetNotFound as exc:
-        return Outcome(Status.NOT_FOUND, str(exc))
-    except source_rewrite.SourceMismatch as exc:
-        return Outcome(Status.MISMATCH, str(exc))
-    except Exception as exc:  # a post-import hook must never break AF3's import
-        return Outcome(Status.ERROR, f"{type(exc).__name__}: {exc}")
+            return Outcome(Status.MISMATCH, source_rewrite.describe_mismatch(located.scope_node, self.rewrites))
+        code = source_rewrite.build_code(located, self.rewrites)
+        host, original = located.host, located.host.__code__
+        host.__code__ = code
+
+        def undo():
+            if host.__code__ is code:
+                host.__code__ = original
+
+        return Outcome(Status.APPLIED, "", undo, lambda: host.__code__ is code)
+
+
+@dataclasses.dataclass(frozen=True)
+class WrapperPatch(Patch):
+    """Wrap a class's method or a module function with a ``wrapt`` wrapper.
+
+    For behaviour around AF3 calls (checks, progress) rather than inside them:
+    the wrapped function's own code is untouched.
+    """
+
+    wrapper: Callable[..., Any] | None = None
+
+    def _apply(self, module: types.ModuleType, af3_version: str | None) -> Outcome:
+        owner_path, _, attr = self.function.rpartition(".")
+        owner: Any = module
+        for part in filter(None, owner_path.split(".")):
+            owner = getattr(owner, part, None)
+        if owner is None or attr not in vars(owner):
+            if self.covers(af3_version) is False:
+                return Outcome(Status.NOT_NEEDED, f"AF3 {af3_version} has no {self.function}")
+            raise source_rewrite.TargetNotFound(f"{module.__name__} has no {self.function}")
+        original = vars(owner)[attr]
+        wrapped = wrapt.FunctionWrapper(original, self.wrapper)
+        setattr(owner, attr, wrapped)
+
+        def undo():
+            if vars(owner).get(attr) is wrapped:
+                setattr(owner, attr, original)
+
+        return Outcome(Status.APPLIED, "", undo, lambda: vars(owner).get(attr) is wrapped)

@@ -1,5 +1,12 @@
-"""The registry: every patch the plugin knows, in the order they are applied."""
+"""The registry: every patch the plugin knows.
 
-from af3_cpu_patch.patches import numerics
+``ALL_PATCHES`` is what ``import af3_cpu_patch`` installs: numerics guards and
+import fixes, safe in any script.  ``CLI_PATCHES`` adds what only the
+``af3-cpu`` CLI wants: ``run_alphafold.main()`` on the CPU device, and result
+checks around its inference.
+"""
 
-ALL_PATCHES = numerics.PATCHES
+from af3_cpu_patch.patches import numerics, runtime
+
+ALL_PATCHES = numerics.PATCHES + runtime.DEFAULT
+CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY

@@ -1,0 +1,152 @@
+"""Patches that let AF3's own ``run_alphafold.py`` start and finish on a CPU.
+
+``JAX_TRITON_FALLBACK`` is in the default set (library users of v3.0.0/1 on
+a CPU need it to import AF3 at all).  The others change what
+``run_alphafold.main()`` does and are installed by the ``af3-cpu`` CLI only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from typing import Callable
+
+from af3_cpu_patch import result_check
+from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
+from af3_cpu_patch.source_rewrite import Rewrite
+
+RUN_ALPHAFOLD = ("run_alphafold",)
+
+CPU_DEVICE = SourcePatch(
+    name="run-alphafold-cpu-device",
+    why=(
+        "v3.0.0-v3.0.3 run_alphafold.main() asks JAX for GPU devices (RuntimeError: Unknown backend "
+        "'gpu' on a CPU-only host) and checks their compute capability; use the CPU device instead."
+    ),
+    modules=RUN_ALPHAFOLD,
+    function="main",
+    rewrites=(
+        Rewrite("gpu_devices = jax.local_devices(backend='gpu')", "gpu_devices = []", optional=True),
+        Rewrite("devices = jax.local_devices(backend='gpu')", "devices = jax.local_devices(backend='cpu')"),
+    ),
+    versions=("3.0.0", "3.0.3"),
+    requires_globals=(("jax", "jax"),),
+)
+
+CHECK_INFERENCE = WrapperPatch(
+    name="check-inference-output",
+    why=(
+        "With NaN coordinates stock AF3 keeps every confidence finite and dies later in "
+        "copy_and_update_atoms; stop right after inference, naming the array."
+    ),
+    modules=RUN_ALPHAFOLD,
+    function="ModelRunner.run_inference",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=result_check.check_inference_wrapper,
+)
+
+CHECK_EXTRACTED = WrapperPatch(
+    name="check-extracted-results",
+    why="Check coordinates and confidences of every sample before AF3 writes them.",
+    modules=RUN_ALPHAFOLD,
+    function="ModelRunner.extract_inference_results",
+    versions=("3.0.1", "3.0.4"),
+    wrapper=result_check.check_extracted_wrapper,
+)
+
+CHECK_EXTRACTED_V300 = dataclasses.replace(
+    CHECK_EXTRACTED, name="check-extracted-results-v3.0.0", function="ModelRunner.extract_structures", versions=("3.0.0", "3.0.0")
+)
+
+
+class _PlaceholderLoader(importlib.abc.Loader):
+    """Runs the real module; if that raises, leaves a placeholder that explains why on use."""
+
+    def __init__(self, real: importlib.abc.Loader, patch: ImportFallback, record: Callable[[str, Outcome], None]):
+        self._real, self._patch, self._record = real, patch, record
+
+    def create_module(self, spec):
+        return self._real.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        try:
+            self._real.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - any import failure is what we replace
+            reason = f"{type(exc).__name__}: {exc}"
+            keep = {k: v for k, v in vars(module).items() if k in ("__name__", "__spec__", "__loader__", "__file__", "__package__")}
+            vars(module).clear()
+            vars(module).update(keep)
+            message = f"{module.__name__} could not be imported here ({reason}). {self._patch.hint}"
+
+            def __getattr__(name):
+                raise RuntimeError(message)
+
+            module.__getattr__ = __getattr__
+            for name in [m for m in sys.modules if m.startswith(module.__name__ + ".")]:
+                del sys.modules[name]
+            outcome = Outcome(Status.APPLIED, f"real import failed ({reason}); placeholder in place", None, lambda: True)
+            self._record(module.__name__, outcome)
+        else:
+            self._record(module.__name__, Outcome(Status.NOT_NEEDED, f"{module.__name__} imports fine here"))
+
+
+class _FallbackFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, patch: ImportFallback, record):
+        self.patch, self.record = patch, record
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.patch.modules:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _PlaceholderLoader(spec.loader, self.patch, self.record)
+        return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportFallback(Patch):
+    """Let a module that cannot be imported here be imported as a placeholder.
+
+    For GPU-only dependencies that AF3 imports at module level but only uses
+    on the GPU path: the placeholder raises ``hint`` when actually used.
+    """
+
+    hint: str = ""
+    _finders: list = dataclasses.field(default_factory=list, compare=False, repr=False)
+
+    def arm(self, record) -> None:
+        if not self._finders:
+            finder = _FallbackFinder(self, record)
+            self._finders.append(finder)
+            sys.meta_path.insert(0, finder)
+
+    def disarm(self) -> None:
+        while self._finders:
+            finder = self._finders.pop()
+            if finder in sys.meta_path:
+                sys.meta_path.remove(finder)
+
+    def _apply(self, module, af3_version):
+        # The post-import hook reaches here only when the real module loaded
+        # (a placeholder is recorded as applied and in place by its loader).
+        return Outcome(Status.NOT_NEEDED, f"{module.__name__} imports fine here")
+
+
+JAX_TRITON_FALLBACK = ImportFallback(
+    name="jax-triton-placeholder",
+    why=(
+        "v3.0.0/v3.0.1 import jax_triton unconditionally, and jax-triton 0.2.0 raises at import on "
+        "CPU-only jax; AF3 only calls it for Triton attention, which a CPU never uses."
+    ),
+    modules=("jax_triton",),
+    function="<module>",
+    versions=("3.0.0", "3.0.1"),
+    hint="Triton attention needs a GPU: on a CPU use --flash_attention_implementation=xla (af3-cpu does).",
+)
+
+DEFAULT = (JAX_TRITON_FALLBACK,)
+CLI_ONLY = (CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_V300)
