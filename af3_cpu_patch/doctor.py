@@ -1,0 +1,143 @@
+"""``af3-cpu doctor``: can a CPU run start here, and if not, what to fix.
+
+Each check is a line: ok / warn / FAIL with what was found and, on failure,
+the fix.  Only FAIL lines make the exit code non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import platform
+import re
+
+from af3_cpu_patch import af3_checkout, af3_install
+from af3_cpu_patch.af3_checkout import UsageProblem
+
+ISA_FLAGS = (("fma", "FMA"), ("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+
+
+@dataclasses.dataclass
+class Check:
+    level: str  # "ok", "warn", "FAIL"
+    what: str
+    detail: str
+
+
+def usable_cores() -> int:
+    """Cores this process may use: affinity, then a cgroup v2 CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = pathlib.Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = max(1, min(cores, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def cpu_summary() -> str:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        model = found.group(1).strip() if found else model
+        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(found.group(1).split()) if found else set()
+    except OSError:
+        pass
+    isa = ", ".join(f"{label} {'yes' if flag in flags else 'no'}" for flag, label in ISA_FLAGS)
+    return f"{model}; {isa}"
+
+
+def memory_gib() -> float | None:
+    try:
+        text = pathlib.Path("/proc/meminfo").read_text()
+        kib = int(re.search(r"^MemAvailable:\s*(\d+)", text, re.M).group(1))
+        return kib / 2**20
+    except (OSError, AttributeError):
+        return None
+
+
+def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir: str | None) -> list[Check]:
+    checks: list[Check] = []
+    checkout = None
+    try:
+        checkout = af3_checkout.find_checkout(af3_dir)
+        install = checkout.install
+        checks.append(Check("ok", "AlphaFold 3", install.describe()))
+        checks.append(Check("ok", "run_alphafold.py", str(checkout.run_alphafold)))
+    except UsageProblem as exc:
+        install = af3_install.detect()
+        level_what = ("FAIL", "AlphaFold 3") if install.problem() else ("FAIL", "run_alphafold.py")
+        if not install.problem():
+            checks.append(Check("ok", "AlphaFold 3", install.describe()))
+        checks.append(Check(*level_what, str(exc)))
+
+    if install.found and install.is_deepmind:
+        if install.data_built:
+            checks.append(Check("ok", "CCD data", "built (build_data has run)"))
+        else:
+            checks.append(Check("FAIL", "CCD data", f"missing in {install.package_dir}: run AF3's build_data once"))
+
+    from af3_cpu_patch import cpu_runtime
+
+    cpu_runtime.prepare()
+    try:
+        import jax
+        import jaxlib
+
+        devices = jax.devices("cpu")
+        checks.append(Check("ok", "JAX", f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend cpu ({len(devices)} device)"))
+    except Exception as exc:  # noqa: BLE001 - any failure here means no CPU run
+        checks.append(Check("FAIL", "JAX", f"no CPU backend ({type(exc).__name__}: {exc}): pip install jax jaxlib"))
+
+    checks.append(Check("ok", "CPU", cpu_summary()))
+    mem = memory_gib()
+    checks.append(Check("ok", "cores / RAM", f"{usable_cores()} usable cores, {mem:.1f} GiB available" if mem else f"{usable_cores()} usable cores"))
+
+    model_dir = model_dir or pathlib.Path.home() / "models"
+    try:
+        from af3_cpu_patch.predict import check_model_dir
+        from af3_cpu_patch.random_weights import NOTICE
+
+        check_model_dir(model_dir)
+        random = (model_dir / NOTICE).exists()
+        checks.append(Check("warn" if random else "ok", "model weights", f"in {model_dir}" + (" (RANDOM weights: not for predictions)" if random else "")))
+    except UsageProblem as exc:
+        checks.append(Check("FAIL", "model weights", str(exc)))
+
+    for db in db_dirs:
+        path = pathlib.Path(db).expanduser()
+        checks.append(Check("ok" if path.is_dir() else "FAIL", "databases", f"{path}" + ("" if path.is_dir() else " does not exist: fix --db-dir")))
+    if not db_dirs:
+        checks.append(Check("warn", "databases", "no --db-dir given: only inputs with MSAs and --no-run-data-pipeline can run"))
+
+    if checkout is not None and install.data_built:
+        checks += patch_checks(checkout)
+    return checks
+
+
+def patch_checks(checkout: af3_checkout.Checkout) -> list[Check]:
+    """Import AF3 with the CLI's patches and report each one."""
+    import af3_cpu_patch
+    from af3_cpu_patch import cpu_runtime
+    from af3_cpu_patch.patches import CLI_PATCHES
+
+    af3_cpu_patch.install(CLI_PATCHES)
+    try:
+        cpu_runtime.import_run_alphafold(checkout.root)
+    except UsageProblem as exc:
+        return [Check("FAIL", "AF3 import", str(exc))]
+    bad = {"source did not match", "target not found", "error"}
+    return [Check("warn" if str(r.status) in bad else "ok", f"patch {r.patch}", f"{r.status}" + (f" ({r.detail})" if r.detail else "")) for r in af3_cpu_patch.report()]
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(c.what) for c in checks)
+    lines = [f"{c.level:>4}  {c.what:<{width}}  {c.detail}" for c in checks]
+    ok = not any(c.level == "FAIL" for c in checks)
+    lines.append("")
+    lines.append("A CPU run can start." if ok else "A CPU run cannot start: fix the FAIL lines above.")
+    return "\n".join(lines)

@@ -1,0 +1,176 @@
+"""``af3-cpu predict``: AF3's own ``run_alphafold.main()`` on the CPU.
+
+Not a re-implementation: the stock script is imported as a module (so the
+import hooks patch it and AF3), its absl flags are set from our options plus
+the CPU settings, and its ``main()`` is called.  AF3 writes into a temporary
+sibling of the output directory; only a run that finished is moved into
+place, so a failed run leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import re
+import shutil
+import time
+
+from af3_cpu_patch import af3_checkout, cpu_runtime
+from af3_cpu_patch.af3_checkout import UsageProblem
+
+WEIGHTS_FILE = re.compile(r".*(\.[0-9]+)?\.bin(\.zst)?(\.[0-9]+)?$")
+
+# Our option name -> run_alphafold.py flag, for options whose flag not every AF3 version has.
+VERSIONED_FLAGS = {
+    "num_recycles": "--num-recycles",
+    "num_diffusion_samples": "--num-diffusion-samples",
+    "num_seeds": "--num-seeds",
+    "buckets": "--buckets",
+}
+
+
+@dataclasses.dataclass
+class PredictOptions:
+    input: pathlib.Path
+    model_dir: pathlib.Path
+    output_dir: pathlib.Path
+    db_dir: tuple[str, ...] = ()
+    af3_dir: str | None = None
+    run_data_pipeline: bool = True
+    num_recycles: int | None = None
+    num_diffusion_samples: int | None = None
+    num_seeds: int | None = None
+    buckets: str | None = None
+    extra: tuple[str, ...] = ()
+    quiet: bool = False
+
+
+def _say(message: str, start: float, quiet: bool) -> None:
+    if not quiet:
+        elapsed = datetime.timedelta(seconds=int(time.monotonic() - start))
+        print(f"[af3-cpu {elapsed}] {message}", flush=True)
+
+
+def check_input(path: pathlib.Path) -> list[pathlib.Path]:
+    """The input JSON file(s); a one-line problem for anything unreadable."""
+    if not path.exists():
+        raise UsageProblem(f"input {path} does not exist: give an AF3 input JSON file or a directory of them")
+    files = sorted(p for p in path.iterdir() if p.suffix == ".json") if path.is_dir() else [path]
+    if not files:
+        raise UsageProblem(f"input directory {path} has no .json files: put AF3 input JSON files in it")
+    for file in files:
+        try:
+            json.loads(file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageProblem(f"input {file} is not valid JSON ({exc}): fix the file (AF3 input format)") from None
+    return files
+
+
+def check_model_dir(model_dir: pathlib.Path) -> None:
+    if not model_dir.is_dir():
+        raise UsageProblem(f"model directory {model_dir} does not exist: pass --model-dir with AF3's weights (af3.bin.zst)")
+    if not any(WEIGHTS_FILE.fullmatch(p.name) for p in model_dir.iterdir() if p.is_file()):
+        raise UsageProblem(
+            f"no AF3 weights (af3.bin or af3.bin.zst) in {model_dir}: put the weights there "
+            "(to check an install without them: af3-cpu random-weights DIR)"
+        )
+
+
+def check_databases(options: PredictOptions) -> None:
+    if not options.run_data_pipeline:
+        return
+    dirs = [pathlib.Path(d).expanduser() for d in options.db_dir] or [pathlib.Path.home() / "public_databases"]
+    if not any(d.is_dir() for d in dirs):
+        raise UsageProblem(
+            f"the data pipeline is on but no database directory exists ({', '.join(map(str, dirs))}): pass --db-dir, "
+            "or --no-run-data-pipeline with MSAs and templates given in the input JSON"
+        )
+
+
+def check_versioned_options(options: PredictOptions, checkout: af3_checkout.Checkout) -> None:
+    """Fail early (before importing AF3) on options the installed run_alphafold.py lacks."""
+    source = checkout.run_alphafold.read_text()
+    for attr, option in VERSIONED_FLAGS.items():
+        if getattr(options, attr) is None:
+            continue
+        if not re.search(rf"flags\.DEFINE_\w+\(\s*['\"]{attr}['\"]", source):
+            version = checkout.install.version or "of this checkout"
+            raise UsageProblem(f"{option} is not supported by AF3 {version} (its run_alphafold.py has no --{attr}): drop the option or upgrade AF3")
+
+
+def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_dir: pathlib.Path) -> list[str]:
+    """The absl argv for run_alphafold.main(): our options, then the CPU settings, then pass-through."""
+    source = checkout.run_alphafold.read_text()
+    input_flag = "--input_dir" if options.input.is_dir() else "--json_path"
+    argv = [
+        str(checkout.run_alphafold),
+        f"{input_flag}={options.input}",
+        f"--model_dir={options.model_dir}",
+        f"--output_dir={output_dir}",
+        f"--run_data_pipeline={str(options.run_data_pipeline).lower()}",
+        "--flash_attention_implementation=xla",
+    ]
+    if re.search(r"['\"]jax_backend['\"]", source):
+        argv.append("--jax_backend=cpu")
+    argv += [f"--db_dir={d}" for d in options.db_dir]
+    for attr in VERSIONED_FLAGS:
+        value = getattr(options, attr)
+        if value is not None:
+            argv.append(f"--{attr}={value}")
+    return argv + list(options.extra)
+
+
+@contextlib.contextmanager
+def staged_output(final: pathlib.Path):
+    """Yield a temporary sibling of ``final``; on success move its entries into ``final``."""
+    final = final.expanduser().resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.parent / f".{final.name}.af3-cpu-partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+    for entry in sorted(staging.iterdir()):
+        target = final / entry.name
+        if target.exists():  # AF3's own convention for an existing job folder
+            target = final / f"{entry.name}_{stamp}"
+        os.replace(entry, target)
+    staging.rmdir()
+
+
+def run(options: PredictOptions) -> pathlib.Path:
+    """Run AF3's pipeline on the CPU; returns the output directory."""
+    start = time.monotonic()
+    check_input(options.input)
+    check_model_dir(options.model_dir)
+    check_databases(options)
+    checkout = af3_checkout.find_checkout(options.af3_dir)
+    check_versioned_options(options, checkout)
+    _say(f"{checkout.install.describe()}; run_alphafold.py from {checkout.root}", start, options.quiet)
+
+    cpu_runtime.prepare()
+    import af3_cpu_patch
+    from af3_cpu_patch.patches import CLI_PATCHES
+
+    af3_cpu_patch.install(CLI_PATCHES)
+    _say("importing AF3 (patched for CPU)", start, options.quiet)
+    run_alphafold = cpu_runtime.import_run_alphafold(checkout.root)
+
+    with staged_output(options.output_dir) as staging:
+        argv = af3_flags(options, checkout, staging)
+        cpu_runtime.parse_flags(argv)
+        _say("running AF3's run_alphafold.main() on the CPU", start, options.quiet)
+        with cpu_runtime.quiet_known_noise():
+            run_alphafold.main(argv)
+        _say(f"writing results to {options.output_dir}", start, options.quiet)
+    _say("done", start, options.quiet)
+    return options.output_dir
