@@ -15,7 +15,8 @@ import sys
 import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-STANDIN = ROOT / "tests" / "standin_af3"
+STANDIN_CHECKOUT = ROOT / "tests" / "standin_af3"
+STANDIN = STANDIN_CHECKOUT / "src"
 STANDIN_HEAD = STANDIN / "alphafold3" / "model" / "network" / "diffusion_head.py"
 
 

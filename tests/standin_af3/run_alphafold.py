@@ -1,0 +1,114 @@
+"""Stand-in for the run_alphafold.py at the root of DeepMind's checkout.
+
+Written for af3-cpu-patch's CLI tests; not AlphaFold 3 code.  It keeps what
+the CLI relies on: absl flags with AF3's names, a ``main(argv)`` that asks JAX
+for GPU devices and defaults to Triton attention (so it cannot run on a CPU
+unpatched), a ``ModelRunner`` whose ``run_inference`` returns
+``diffusion_samples.atom_positions`` from the stand-in sampler under jit, and
+``extract_inference_results`` feeding the writer.  Set
+``STANDIN_DENOISER=nan`` to make the denoiser produce NaN.
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from alphafold3.model.network import diffusion_head
+
+_JSON_PATH = flags.DEFINE_string("json_path", None, "Input JSON file.")
+_INPUT_DIR = flags.DEFINE_string("input_dir", None, "Directory of input JSON files.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output directory.")
+MODEL_DIR = flags.DEFINE_string("model_dir", None, "Weights directory.")
+_RUN_DATA_PIPELINE = flags.DEFINE_bool("run_data_pipeline", True, "Run the data pipeline.")
+DB_DIR = flags.DEFINE_multi_string("db_dir", ["/nonexistent"], "Database directories.")
+_GPU_DEVICE = flags.DEFINE_integer("gpu_device", 0, "Device index.")
+_FLASH_ATTENTION_IMPLEMENTATION = flags.DEFINE_enum(
+    "flash_attention_implementation", "triton", ["triton", "cudnn", "xla"], "Attention implementation."
+)
+_NUM_RECYCLES = flags.DEFINE_integer("num_recycles", 10, "Recycles.")
+_NUM_DIFFUSION_SAMPLES = flags.DEFINE_integer("num_diffusion_samples", 5, "Samples per seed.")
+_NUM_SEEDS = flags.DEFINE_integer("num_seeds", None, "Seeds per input.")
+_BUCKETS = flags.DEFINE_list("buckets", ["256"], "Token buckets.")
+
+
+@dataclasses.dataclass
+class Structure:
+    coords: np.ndarray
+    atom_b_factor: np.ndarray
+
+
+@dataclasses.dataclass
+class InferenceResult:
+    predicted_structure: Structure
+    numerical_data: dict
+    metadata: dict
+
+
+class ModelRunner:
+    def __init__(self, device, num_samples):
+        self._device = device
+        self._num_samples = num_samples
+
+    def run_inference(self, example, rng_key):
+        mask = jnp.ones((example["num_tokens"], 4))
+        config = diffusion_head.SampleConfig(num_samples=self._num_samples)
+        nan = os.environ.get("STANDIN_DENOISER") == "nan"
+        denoiser = (lambda x, t: x * jnp.nan) if nan else (lambda x, t: x * 0.9)
+        out = jax.jit(lambda key: diffusion_head.sample(denoiser, mask, key, config))(rng_key)
+        return {"diffusion_samples": {"atom_positions": np.asarray(out["atom_positions"])}}
+
+    def extract_inference_results(self, batch, result, target_name):
+        results = []
+        for positions in result["diffusion_samples"]["atom_positions"]:
+            coords = positions.reshape(-1, 3)
+            results.append(
+                InferenceResult(
+                    predicted_structure=Structure(coords=coords, atom_b_factor=np.full(len(coords), 50.0)),
+                    numerical_data={"full_pae": np.ones((batch["num_tokens"],) * 2)},
+                    metadata={"ptm": 0.5, "iptm": float("nan"), "ranking_score": 0.5},
+                )
+            )
+        return results
+
+
+def _inputs():
+    if _JSON_PATH.value:
+        return [pathlib.Path(_JSON_PATH.value)]
+    return sorted(pathlib.Path(_INPUT_DIR.value).glob("*.json"))
+
+
+def main(_):
+    if _FLASH_ATTENTION_IMPLEMENTATION.value == "triton":
+        raise ValueError("triton attention needs a GPU")
+    gpu_devices = jax.local_devices(backend='gpu')
+    if gpu_devices:
+        if float(gpu_devices[_GPU_DEVICE.value].compute_capability) < 6.0:
+            raise ValueError("compute capability too low")
+    devices = jax.local_devices(backend='gpu')
+    runner = ModelRunner(devices[_GPU_DEVICE.value], _NUM_DIFFUSION_SAMPLES.value)
+    for path in _inputs():
+        fold_input = json.loads(path.read_text())
+        name = fold_input["name"]
+        num_tokens = sum(len(s["protein"]["sequence"]) for s in fold_input["sequences"])
+        out_dir = pathlib.Path(_OUTPUT_DIR.value) / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for seed in fold_input["modelSeeds"]:
+            batch = {"num_tokens": num_tokens}
+            result = runner.run_inference(batch, jax.random.PRNGKey(seed))
+            samples = runner.extract_inference_results(batch, result, name)
+            for index, sample in enumerate(samples):
+                sample_dir = out_dir / f"seed-{seed}_sample-{index}"
+                sample_dir.mkdir()
+                np.savetxt(sample_dir / f"{name}_model.xyz", sample.predicted_structure.coords)
+        (out_dir / f"{name}_ranking_scores.csv").write_text("seed,sample,ranking_score\n")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["output_dir"])
+    app.run(main)

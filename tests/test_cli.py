@@ -1,0 +1,213 @@
+"""``af3-cpu``: argument handling, one-line errors, AF3 discovery, and a full run on stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from af3_cpu_patch import af3_checkout, af3_install
+from af3_cpu_patch.cli import main
+from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT
+
+SMALL_INPUT = {
+    "name": "tiny",
+    "modelSeeds": [1, 2],
+    "dialect": "alphafold3",
+    "version": 1,
+    "sequences": [{"protein": {"id": "A", "sequence": "MKTAYIAKQR", "unpairedMsa": "", "pairedMsa": "", "templates": []}}],
+}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    (tmp_path / "in.json").write_text(json.dumps(SMALL_INPUT))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "af3.bin").write_bytes(b"not read by the stand-in")
+    return tmp_path
+
+
+def invoke(*args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env or {})
+    return result
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("af3-cpu: error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_input(workdir):
+    result = invoke("predict", workdir / "nope.json", "--model-dir", workdir / "weights", "--output-dir", workdir / "out")
+    assert_one_line_error(result, 2, "does not exist", "AF3 input JSON")
+    assert not (workdir / "out").exists()
+
+
+def test_malformed_json(workdir):
+    (workdir / "bad.json").write_text('{"name": "x", ')
+    result = invoke("predict", workdir / "bad.json", "--model-dir", workdir / "weights", "--output-dir", workdir / "out")
+    assert_one_line_error(result, 2, "not valid JSON", "bad.json")
+    assert not (workdir / "out").exists()
+
+
+def test_directory_without_inputs(workdir):
+    (workdir / "empty").mkdir()
+    result = invoke("predict", workdir / "empty", "--model-dir", workdir / "weights")
+    assert_one_line_error(result, 2, "has no .json files")
+
+
+def test_missing_model_dir_and_weights(workdir):
+    result = invoke("predict", workdir / "in.json", "--model-dir", workdir / "nowhere")
+    assert_one_line_error(result, 2, "does not exist", "--model-dir")
+    (workdir / "empty_weights").mkdir()
+    result = invoke("predict", workdir / "in.json", "--model-dir", workdir / "empty_weights")
+    assert_one_line_error(result, 2, "no AF3 weights", "random-weights")
+
+
+def test_data_pipeline_without_databases(workdir):
+    result = invoke(
+        "predict", workdir / "in.json", "--model-dir", workdir / "weights", "--db-dir", workdir / "no_dbs",
+        "--af3-dir", STANDIN_CHECKOUT,
+    )
+    assert_one_line_error(result, 2, "data pipeline", "--db-dir", "--no-run-data-pipeline")
+
+
+def test_af3_dir_without_run_alphafold(workdir):
+    result = invoke(
+        "predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline", "--af3-dir", workdir
+    )
+    assert_one_line_error(result, 2, "has no run_alphafold.py", "--af3-dir")
+
+
+def test_bad_option_value_is_a_usage_error(workdir):
+    result = invoke("predict", workdir / "in.json", "--num-recycles", "-1")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_placeholder_alphafold3_is_refused(workdir, monkeypatch):
+    fake = workdir / "site" / "alphafold3"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(workdir / "site"))
+    monkeypatch.delenv("AF3_DIR", raising=False)
+    result = invoke("predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline")
+    assert_one_line_error(result, 2, "not DeepMind's AlphaFold 3", "placeholder", "pip uninstall alphafold3")
+
+
+def test_no_alphafold3_at_all(workdir, monkeypatch):
+    monkeypatch.setattr(af3_install, "find_package_dir", lambda: None)
+    monkeypatch.delenv("AF3_DIR", raising=False)
+    result = invoke("predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline")
+    assert_one_line_error(result, 2, "AlphaFold 3 is not importable", "AF3_DIR")
+
+
+def test_discovery_order(workdir, monkeypatch):
+    monkeypatch.syspath_prepend(str(STANDIN))
+    monkeypatch.delenv("AF3_DIR", raising=False)
+    # derived from the installed package: <checkout>/src/alphafold3 -> <checkout>
+    assert af3_checkout.find_checkout().root == STANDIN_CHECKOUT
+    # AF3_DIR beats the package; --af3-dir beats AF3_DIR
+    other = workdir / "other_checkout"
+    other.mkdir()
+    (other / "run_alphafold.py").write_text("")
+    monkeypatch.setenv("AF3_DIR", str(other))
+    assert af3_checkout.find_checkout().root == other
+    assert af3_checkout.find_checkout(STANDIN_CHECKOUT).root == STANDIN_CHECKOUT
+
+
+def test_option_the_af3_version_lacks(workdir, monkeypatch):
+    old = workdir / "old_checkout"
+    shutil.copytree(STANDIN_CHECKOUT, old)
+    script = old / "run_alphafold.py"
+    script.write_text(script.read_text().replace('"num_recycles"', '"n_recycles_renamed"'))
+    monkeypatch.syspath_prepend(str(old / "src"))
+    result = invoke(
+        "predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+        "--af3-dir", old, "--num-recycles", "1",
+    )
+    assert_one_line_error(result, 2, "--num-recycles is not supported by AF3 3.0.2", "--num_recycles")
+
+
+# --- full runs of the stand-in run_alphafold.py, each in a fresh interpreter ---------------
+
+
+def run_cli(args, env=None):
+    full_env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
+    full_env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "af3_cpu_patch", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=600
+    )
+
+
+def test_stock_standin_cannot_start_on_cpu(workdir):
+    # The blocker the CLI removes: the stand-in, like AF3 v3.0.0-v3.0.3, asks for GPU devices.
+    proc = subprocess.run(
+        [sys.executable, STANDIN_CHECKOUT / "run_alphafold.py", f"--json_path={workdir / 'in.json'}",
+         f"--output_dir={workdir / 'stock'}", "--flash_attention_implementation=xla"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(STANDIN), "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode != 0
+    assert "gpu" in proc.stderr.lower()
+
+
+def test_predict_runs_stock_main_on_cpu_with_patches(workdir):
+    out = workdir / "out"
+    proc = run_cli([
+        "predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
+        "--no-run-data-pipeline", "--num-diffusion-samples", "2", "--af3-dir", STANDIN_CHECKOUT,
+    ])
+    assert proc.returncode == 0, proc.stderr
+    samples = sorted(p.name for p in (out / "tiny").iterdir() if p.is_dir())
+    assert samples == ["seed-1_sample-0", "seed-1_sample-1", "seed-2_sample-0", "seed-2_sample-1"]
+    import numpy as np
+
+    coords = np.loadtxt(out / "tiny" / "seed-1_sample-0" / "tiny_model.xyz")
+    assert coords.shape == (40, 3) and np.isfinite(coords).all()  # NaN without the numerics patch
+    assert "done" in proc.stdout
+    assert not list(workdir.glob(".out.af3-cpu-partial-*"))
+
+
+def test_second_run_keeps_the_first_output(workdir):
+    out = workdir / "out"
+    args = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
+            "--no-run-data-pipeline", "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT, "--quiet"]
+    assert run_cli(args).returncode == 0
+    assert run_cli(args).returncode == 0
+    jobs = sorted(p.name for p in out.iterdir())
+    assert jobs[0] == "tiny" and len(jobs) == 2 and jobs[1].startswith("tiny_")
+
+
+def test_nan_result_stops_the_run_and_writes_nothing(workdir):
+    out = workdir / "out"
+    proc = run_cli(
+        ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
+         "--no-run-data-pipeline", "--af3-dir", STANDIN_CHECKOUT],
+        env={"STANDIN_DENOISER": "nan"},
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("af3-cpu: error: model inference: diffusion_samples.atom_positions has")
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+    assert not list(workdir.glob(".out.af3-cpu-partial-*"))
+
+
+def test_debug_shows_the_traceback(workdir):
+    proc = run_cli(["--debug", "predict", workdir / "nope.json"])
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("af3-cpu: error:")
