@@ -30,7 +30,8 @@ class Checkout:
         return self.root / "run_alphafold.py"
 
 
-def _from_package(install: af3_install.AF3Install) -> pathlib.Path | None:
+def checkout_of(install: af3_install.AF3Install) -> pathlib.Path | None:
+    """The checkout an editable/source install points into (``<checkout>/src/alphafold3``)."""
     if install.package_dir is None:
         return None
     for candidate in (install.package_dir.parent.parent, install.package_dir.parent):
@@ -58,7 +59,7 @@ def find_checkout(af3_dir: str | os.PathLike | None = None) -> Checkout:
         install = af3_install.inspect_package(af3_install.find_package_dir())
     else:
         install = af3_install.detect()
-        root = _from_package(install)
+        root = checkout_of(install)
     problem = install.problem()
     if problem:
         raise UsageProblem(problem)

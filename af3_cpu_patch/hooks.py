@@ -97,7 +97,7 @@ def uninstall() -> list[PatchReport]:
     """Restore every patched function's original code and stop patching."""
     global _installed
     with _lock:
-        for name, (module, outcome) in list(_results.items()):
+        for name, (module, outcome) in reversed(list(_results.items())):  # wrappers stack: undo newest first
             if outcome.status is Status.APPLIED and outcome.undo is not None:
                 outcome.undo()
                 _results[name] = (module, Outcome(Status.REMOVED, "original restored"))

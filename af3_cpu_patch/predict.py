@@ -159,9 +159,9 @@ def run(options: PredictOptions) -> pathlib.Path:
 
     cpu_runtime.prepare()
     import af3_cpu_patch
-    from af3_cpu_patch.patches import CLI_PATCHES
+    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
 
-    af3_cpu_patch.install(CLI_PATCHES)
+    af3_cpu_patch.install(CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES))
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     run_alphafold = cpu_runtime.import_run_alphafold(checkout.root)
 

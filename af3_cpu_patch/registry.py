@@ -23,7 +23,7 @@ from af3_cpu_patch.source_rewrite import Rewrite
 class Status(str, enum.Enum):
     APPLIED = "applied"
     UPSTREAM = "already fixed upstream"
-    NOT_NEEDED = "not needed for this AF3 version"
+    NOT_NEEDED = "not needed"
     NOT_FOUND = "target not found"
     MISMATCH = "source did not match"
     PENDING = "waiting for import"

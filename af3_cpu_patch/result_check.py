@@ -70,7 +70,7 @@ def check_inference_wrapper(wrapped, instance, args, kwargs):
 
 
 def check_extracted_wrapper(wrapped, instance, args, kwargs):
-    """wrapt wrapper for ``ModelRunner.extract_inference_results`` (``extract_structures`` in v3.0.0)."""
+    """wrapt wrapper for ``ModelRunner.extract_inference_results`` (``extract_structures`` before v3.0.2)."""
     results = wrapped(*args, **kwargs)
     for index, inference_result in enumerate(results):
         check_arrays("confidences and structure extraction", extracted_arrays(index, inference_result))

@@ -15,7 +15,7 @@ import pathlib
 
 import pytest
 
-from af3_cpu_patch import af3_install
+from af3_cpu_patch import af3_checkout, af3_install
 
 
 def _source_from_env(var: str) -> pathlib.Path | None:
@@ -29,7 +29,15 @@ def _source_from_env(var: str) -> pathlib.Path | None:
 
 
 def find_af3() -> tuple[list[pathlib.Path], af3_install.AF3Install]:
-    """(PYTHONPATH entries, what is there) or skip with the reason."""
+    """(PYTHONPATH entries, what is there) of an importable AF3, or skip with the reason."""
+    path, info = find_af3_sources()
+    if not info.data_built:
+        pytest.skip(f"AF3 at {info.package_dir} has no chemical components data: run its build_data first")
+    return path, info
+
+
+def find_af3_sources() -> tuple[list[pathlib.Path], af3_install.AF3Install]:
+    """Like :func:`find_af3`, for tests that only read AF3's source files."""
     src = _source_from_env("AF3_SOURCE")
     path = [src] if src is not None else []
     info = af3_install.inspect_package(src / "alphafold3") if src is not None else af3_install.detect()
@@ -37,9 +45,14 @@ def find_af3() -> tuple[list[pathlib.Path], af3_install.AF3Install]:
         pytest.skip("no real AlphaFold 3: set AF3_SOURCE to a DeepMind checkout or install it in this environment")
     if not info.is_deepmind:
         pytest.skip(f"the importable alphafold3 is not DeepMind's AF3 ({info.package_dir})")
-    if not info.data_built:
-        pytest.skip(f"AF3 at {info.package_dir} has no chemical components data: run its build_data first")
     return path, info
+
+
+def checkout_root(info: af3_install.AF3Install) -> pathlib.Path | None:
+    """The checkout holding run_alphafold.py: AF3_SOURCE, else next to the package."""
+    if os.environ.get("AF3_SOURCE"):
+        return pathlib.Path(os.environ["AF3_SOURCE"]).expanduser().resolve()
+    return af3_checkout.checkout_of(info)
 
 
 def reference_source() -> pathlib.Path | None:

@@ -211,3 +211,19 @@ def test_debug_shows_the_traceback(workdir):
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("af3-cpu: error:")
+
+
+def test_progress_lines_and_bit_identical_output(workdir):
+    base = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+            "--num-diffusion-samples", "2", "--af3-dir", STANDIN_CHECKOUT]
+    loud = run_cli(base + ["--output-dir", workdir / "loud"])
+    quiet = run_cli(base + ["--output-dir", workdir / "quiet", "--quiet"])
+    assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr + quiet.stderr
+    # stderr is not a terminal here: plain lines, the final one per seed with all 200 steps
+    finals = [line for line in loud.stderr.splitlines() if "diffusion 200/200" in line]
+    assert [line.split(" | ")[0] for line in finals] == ["seed 1", "seed 2"]
+    assert "diffusion" not in quiet.stderr
+    for sample in ("seed-1_sample-0", "seed-2_sample-1"):
+        a = (workdir / "loud" / "tiny" / sample / "tiny_model.xyz").read_bytes()
+        b = (workdir / "quiet" / "tiny" / sample / "tiny_model.xyz").read_bytes()
+        assert a == b

@@ -114,7 +114,7 @@ def test_report_contents():
     assert row["af3_version"] == "3.0.2"
     assert "FMA" in row["why"]
     # v3.0.0/1-only site on a v3.0.2-layout AF3: reported, not warned about.
-    assert after["noise-embedding-log-inline"]["status"] == "not needed for this AF3 version"
+    assert after["noise-embedding-log-inline"]["status"] == "not needed"
     assert "denoising-step-sqrt: applied" in result["text"]
     assert str(STANDIN / "alphafold3") in result["text"].splitlines()[0]
 

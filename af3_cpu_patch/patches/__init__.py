@@ -3,10 +3,12 @@
 ``ALL_PATCHES`` is what ``import af3_cpu_patch`` installs: numerics guards and
 import fixes, safe in any script.  ``CLI_PATCHES`` adds what only the
 ``af3-cpu`` CLI wants: ``run_alphafold.main()`` on the CPU device, and result
-checks around its inference.
+checks around its inference; ``PROGRESS_PATCHES`` its live progress
+(left out with ``--quiet``).
 """
 
 from af3_cpu_patch.patches import numerics, runtime
 
 ALL_PATCHES = numerics.PATCHES + runtime.DEFAULT
 CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY
+PROGRESS_PATCHES = runtime.PROGRESS

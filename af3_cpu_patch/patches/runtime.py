@@ -14,7 +14,8 @@ import sys
 import types
 from typing import Callable
 
-from af3_cpu_patch import result_check
+from af3_cpu_patch import progress, result_check
+from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
 from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
@@ -53,12 +54,12 @@ CHECK_EXTRACTED = WrapperPatch(
     why="Check coordinates and confidences of every sample before AF3 writes them.",
     modules=RUN_ALPHAFOLD,
     function="ModelRunner.extract_inference_results",
-    versions=("3.0.1", "3.0.4"),
+    versions=("3.0.2", "3.0.4"),
     wrapper=result_check.check_extracted_wrapper,
 )
 
-CHECK_EXTRACTED_V300 = dataclasses.replace(
-    CHECK_EXTRACTED, name="check-extracted-results-v3.0.0", function="ModelRunner.extract_structures", versions=("3.0.0", "3.0.0")
+CHECK_EXTRACTED_STRUCTURES = dataclasses.replace(
+    CHECK_EXTRACTED, name="check-extracted-structures", function="ModelRunner.extract_structures", versions=("3.0.0", "3.0.1")
 )
 
 
@@ -75,7 +76,7 @@ class _PlaceholderLoader(importlib.abc.Loader):
         try:
             self._real.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - any import failure is what we replace
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             keep = {k: v for k, v in vars(module).items() if k in ("__name__", "__spec__", "__loader__", "__file__", "__package__")}
             vars(module).clear()
             vars(module).update(keep)
@@ -148,5 +149,33 @@ JAX_TRITON_FALLBACK = ImportFallback(
     hint="Triton attention needs a GPU: on a CPU use --flash_attention_implementation=xla (af3-cpu does).",
 )
 
+PROGRESS_SEED = WrapperPatch(
+    name="progress-seed",
+    why="A CPU seed runs minutes to hours inside one jitted call: one progress bar per seed.",
+    modules=RUN_ALPHAFOLD,
+    function="ModelRunner.run_inference",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=progress.seed_wrapper,
+)
+
+PROGRESS_TRUNK = WrapperPatch(
+    name="progress-recycles",
+    why="Tick once per trunk recycle (the Evoformer is the recycling loop's body).",
+    modules=("alphafold3.model.network.evoformer", "alphafold3.model.diffusion.model"),
+    function="Evoformer.__call__",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=progress.trunk_wrapper,
+)
+
+PROGRESS_DIFFUSION = WrapperPatch(
+    name="progress-diffusion",
+    why="Tick once per diffusion step, from the denoising step that sample() receives.",
+    modules=DIFFUSION_HEAD,
+    function="sample",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=progress.sample_wrapper,
+)
+
 DEFAULT = (JAX_TRITON_FALLBACK,)
-CLI_ONLY = (CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_V300)
+CLI_ONLY = (CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_STRUCTURES)
+PROGRESS = (PROGRESS_SEED, PROGRESS_TRUNK, PROGRESS_DIFFUSION)
