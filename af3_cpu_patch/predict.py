@@ -70,6 +70,19 @@ def check_input(path: pathlib.Path) -> list[pathlib.Path]:
     return files
 
 
+def check_af3_accepts(path: pathlib.Path) -> None:
+    """Parse the input(s) with AF3's own loader before anything runs or is written."""
+    from alphafold3.common import folding_input
+
+    loader = folding_input.load_fold_inputs_from_dir if path.is_dir() else folding_input.load_fold_inputs_from_path
+    try:
+        for _ in loader(path):
+            pass
+    except Exception as exc:  # noqa: BLE001 - AF3 raises ValueError, KeyError, TypeError... for bad inputs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageProblem(f"AF3 rejected the input {path}: {first}: fix it (see AF3's docs/input.md)") from None
+
+
 def check_model_dir(model_dir: pathlib.Path) -> None:
     if not model_dir.is_dir():
         raise UsageProblem(f"model directory {model_dir} does not exist: pass --model-dir with AF3's weights (af3.bin.zst)")
@@ -164,6 +177,7 @@ def run(options: PredictOptions) -> pathlib.Path:
     af3_cpu_patch.install(CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES))
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     run_alphafold = cpu_runtime.import_run_alphafold(checkout.root)
+    check_af3_accepts(options.input)
 
     with staged_output(options.output_dir) as staging:
         argv = af3_flags(options, checkout, staging)

@@ -38,6 +38,7 @@ class _SeedProgress:
         self.steps = 0
         self.steps_total: int | None = None
         self.start = time.monotonic()
+        self.first_tick: float | None = None  # the compiled program started running
         self.diffusion_start: float | None = None
         self.last_plain = 0.0
         self.printed: tuple[int, int] | None = None
@@ -52,6 +53,8 @@ class _SeedProgress:
             if self.steps and self.diffusion_start is not None:
                 rate = (now - self.diffusion_start) / self.steps
                 left = f", ~{_clock(rate * (self.steps_total - self.steps))} left"
+        if self.first_tick is not None:
+            parts.append(f"compile+load {_clock(self.first_tick - self.start)}")
         return f"{' | '.join(parts)} | {_clock(now - self.start)} elapsed{left}"
 
     def show(self, force: bool = False) -> None:
@@ -90,6 +93,7 @@ def end_seed() -> None:
 def _recycle_tick() -> None:
     with _lock:
         if _state is not None:
+            _state.first_tick = _state.first_tick or time.monotonic()
             _state.recycles += 1
             _state.show(force=_state.recycles == _state.recycles_total)
 
@@ -100,6 +104,7 @@ def _diffusion_tick(*, total: int) -> None:
             return
         if _state.diffusion_start is None:
             _state.diffusion_start = time.monotonic()
+            _state.first_tick = _state.first_tick or _state.diffusion_start
         _state.steps_total = total
         _state.steps += 1
         _state.show(force=_state.steps == total)

@@ -227,3 +227,44 @@ def test_progress_lines_and_bit_identical_output(workdir):
         a = (workdir / "loud" / "tiny" / sample / "tiny_model.xyz").read_bytes()
         b = (workdir / "quiet" / "tiny" / sample / "tiny_model.xyz").read_bytes()
         assert a == b
+
+
+def test_json_that_af3_rejects(workdir):
+    bad = dict(SMALL_INPUT, modelSeeds=[])
+    (workdir / "rejected.json").write_text(json.dumps(bad))
+    proc = run_cli(["predict", workdir / "rejected.json", "--model-dir", workdir / "weights", "--output-dir",
+                    workdir / "out", "--no-run-data-pipeline", "--af3-dir", STANDIN_CHECKOUT])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("af3-cpu: error: AF3 rejected the input")
+    assert "modelSeeds" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (workdir / "out").exists()
+
+
+def _doctor_checkout(workdir, ccd_built: bool):
+    checkout = workdir / "checkout"
+    shutil.copytree(STANDIN_CHECKOUT, checkout)
+    if ccd_built:
+        converters = checkout / "src" / "alphafold3" / "constants" / "converters"
+        converters.mkdir(parents=True)
+        (converters / "chemical_component_sets.pickle").write_bytes(b"")
+    return checkout
+
+
+@pytest.mark.parametrize("ccd_built", [True, False])
+def test_doctor(workdir, ccd_built):
+    checkout = _doctor_checkout(workdir, ccd_built)
+    dbs = workdir / "dbs"
+    dbs.mkdir()
+    env = {"PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(ROOT)])}
+    proc = run_cli(["doctor", "--model-dir", workdir / "weights", "--db-dir", dbs, "--af3-dir", checkout], env=env)
+    out = proc.stdout
+    assert "AlphaFold 3 3.0.2 [alphafold3/version.py]" in out
+    assert "FMA" in out and "usable cores" in out and "jax " in out
+    if ccd_built:
+        assert proc.returncode == 0, out
+        assert "A CPU run can start." in out
+        assert "patch denoising-step-sqrt" in out and "patch run-alphafold-cpu-device" in out
+    else:
+        assert proc.returncode == 1
+        assert "FAIL  CCD data" in out and "build_data" in out
+        assert "A CPU run cannot start" in out
