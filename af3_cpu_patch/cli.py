@@ -63,10 +63,14 @@ def main(debug: bool) -> None:
 @click.option("--num-recycles", type=click.IntRange(min=0), default=None, help="AF3 default: 10.")
 @click.option("--num-diffusion-samples", type=click.IntRange(min=1), default=None, help="AF3 default: 5.")
 @click.option("--num-seeds", type=click.IntRange(min=1), default=None, help="Expand each input to this many seeds.")
-@click.option("--buckets", default=None, help="Comma-separated token buckets, as AF3's --buckets.")
-@click.option("--quiet", is_flag=True, help="Only AF3's own output.")
+@click.option("--buckets", default=None, help="Comma-separated token buckets, as AF3's --buckets; 'stock' for AF3's own. Default: CPU-sized buckets from 32 tokens.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for XLA. Default: every core this process may use (affinity and cgroup quota).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
+@click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache (default ~/.cache/af3-cpu/jax); used with --quiet, as programs with progress callbacks cannot be cached.")
+@click.option("--no-cache", is_flag=True, help="No compilation cache.")
+@click.option("--quiet", is_flag=True, help="No progress bar: only AF3's own output.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUN_ALPHAFOLD_FLAGS]")
-def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, quiet, extra):
+def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, cache_dir, no_cache, quiet, extra):
     """Predict INPUT (an AF3 input JSON file or a directory of them) on the CPU.
 
     Runs AF3's own run_alphafold.py with the CPU fixes applied; flags after
@@ -87,6 +91,9 @@ def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipelin
         buckets=buckets,
         extra=extra,
         quiet=quiet,
+        threads=threads,
+        precision=precision,
+        cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE),
     )
     out = predict_module.run(options)
     click.echo(f"AF3 output written to {out}")

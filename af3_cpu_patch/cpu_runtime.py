@@ -15,15 +15,48 @@ import os
 import pathlib
 import sys
 
+from af3_cpu_patch import cpu_info
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 NOISE = ("Not supported on cpu",)
 
 
-def prepare() -> None:
+def prepare(threads: int | None = None) -> int:
+    """JAX on the CPU, XLA's thread pool sized to the cores we may use; returns that count.
+
+    XLA:CPU sizes its pool from the affinity mask, not from a cgroup CPU quota,
+    so under a quota (containers, SLURM) it oversubscribes: the mask is
+    narrowed to the quota, or to ``threads``.
+    """
     os.environ["JAX_PLATFORMS"] = "cpu"
     if "jax" in sys.modules:
         sys.modules["jax"].config.update("jax_platforms", "cpu")
+    allowed = cpu_info.allowed_cpus()
+    wanted = threads or cpu_info.usable_cores()
+    if wanted > len(allowed):
+        raise UsageProblem(f"--threads {wanted} exceeds the {len(allowed)} CPUs this process may use: give at most {len(allowed)}")
+    if wanted < len(allowed) and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, allowed[:wanted])
+    return wanted
+
+
+# The trunk's precision: "bf16" is AF3's own setting (global_config.bfloat16 = "all").
+PRECISIONS = {"bf16": "all", "f32": "none"}
+precision = "bf16"
+
+
+def resolve_precision(choice: str) -> str:
+    """``auto``: AF3's bf16 where the CPU computes bf16 natively, f32 where XLA would emulate it."""
+    if choice != "auto":
+        return choice
+    return "bf16" if cpu_info.native_bf16() else "f32"
+
+
+def model_config_wrapper(wrapped, instance, args, kwargs):
+    """wrapt wrapper for ``run_alphafold.make_model_config``: apply the precision policy."""
+    config = wrapped(*args, **kwargs)
+    config.global_config.bfloat16 = PRECISIONS[precision]
+    return config
 
 
 def import_run_alphafold(root: pathlib.Path):

@@ -7,15 +7,11 @@ the fix.  Only FAIL lines make the exit code non-zero.
 from __future__ import annotations
 
 import dataclasses
-import os
 import pathlib
-import platform
 import re
 
-from af3_cpu_patch import af3_checkout, af3_install
+from af3_cpu_patch import af3_checkout, af3_install, cpu_info
 from af3_cpu_patch.af3_checkout import UsageProblem
-
-ISA_FLAGS = (("fma", "FMA"), ("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
 
 
 @dataclasses.dataclass
@@ -23,32 +19,6 @@ class Check:
     level: str  # "ok", "warn", "FAIL"
     what: str
     detail: str
-
-
-def usable_cores() -> int:
-    """Cores this process may use: affinity, then a cgroup v2 CPU quota."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = pathlib.Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = max(1, min(cores, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
-
-
-def cpu_summary() -> str:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        flags = set(found.group(1).split()) if found else set()
-    except OSError:
-        pass
-    isa = ", ".join(f"{label} {'yes' if flag in flags else 'no'}" for flag, label in ISA_FLAGS)
-    return f"{model}; {isa}"
 
 
 def memory_gib() -> float | None:
@@ -93,9 +63,9 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
     except Exception as exc:  # noqa: BLE001 - any failure here means no CPU run
         checks.append(Check("FAIL", "JAX", f"no CPU backend ({type(exc).__name__}: {exc}): pip install jax jaxlib"))
 
-    checks.append(Check("ok", "CPU", cpu_summary()))
+    checks.append(Check("ok", "CPU", cpu_info.summary()))
     mem = memory_gib()
-    checks.append(Check("ok", "cores / RAM", f"{usable_cores()} usable cores, {mem:.1f} GiB available" if mem else f"{usable_cores()} usable cores"))
+    checks.append(Check("ok", "cores / RAM", f"{cpu_info.usable_cores()} usable cores, {mem:.1f} GiB available" if mem else f"{cpu_info.usable_cores()} usable cores"))
 
     model_dir = model_dir or pathlib.Path.home() / "models"
     try:

@@ -33,6 +33,12 @@ VERSIONED_FLAGS = {
 }
 
 
+# Token buckets for the CPU: fine steps where a CPU spends its time (stock AF3
+# pads everything to at least 256 tokens), then AF3's own buckets.
+CPU_BUCKETS = "32,48,64,96,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
+DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "af3-cpu" / "jax"
+
+
 @dataclasses.dataclass
 class PredictOptions:
     input: pathlib.Path
@@ -47,6 +53,9 @@ class PredictOptions:
     buckets: str | None = None
     extra: tuple[str, ...] = ()
     quiet: bool = False
+    threads: int | None = None
+    precision: str = "auto"
+    cache_dir: pathlib.Path | None = DEFAULT_CACHE
 
 
 def _say(message: str, start: float, quiet: bool) -> None:
@@ -108,7 +117,7 @@ def check_versioned_options(options: PredictOptions, checkout: af3_checkout.Chec
     """Fail early (before importing AF3) on options the installed run_alphafold.py lacks."""
     source = checkout.run_alphafold.read_text()
     for attr, option in VERSIONED_FLAGS.items():
-        if getattr(options, attr) is None:
+        if getattr(options, attr) in (None, "stock"):
             continue
         if not re.search(rf"flags\.DEFINE_\w+\(\s*['\"]{attr}['\"]", source):
             version = checkout.install.version or "of this checkout"
@@ -132,8 +141,16 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
     argv += [f"--db_dir={d}" for d in options.db_dir]
     for attr in VERSIONED_FLAGS:
         value = getattr(options, attr)
+        if attr == "buckets" and value == "stock":
+            continue
+        if attr == "buckets" and value is None and re.search(r"['\"]buckets['\"]", source):
+            value = CPU_BUCKETS
         if value is not None:
             argv.append(f"--{attr}={value}")
+    if options.cache_dir is not None and options.quiet and "jax_compilation_cache_dir" in source:
+        # JAX keys cached programs by their host-callback pointers, so a program
+        # with progress callbacks never hits the cache: use it only without them.
+        argv.append(f"--jax_compilation_cache_dir={options.cache_dir}")
     return argv + list(options.extra)
 
 
@@ -170,7 +187,9 @@ def run(options: PredictOptions) -> pathlib.Path:
     check_versioned_options(options, checkout)
     _say(f"{checkout.install.describe()}; run_alphafold.py from {checkout.root}", start, options.quiet)
 
-    cpu_runtime.prepare()
+    threads = cpu_runtime.prepare(options.threads)
+    cpu_runtime.precision = cpu_runtime.resolve_precision(options.precision)
+    _say(f"{threads} threads, trunk precision {cpu_runtime.precision}", start, options.quiet)
     import af3_cpu_patch
     from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
 

@@ -14,7 +14,7 @@ import sys
 import types
 from typing import Callable
 
-from af3_cpu_patch import progress, result_check
+from af3_cpu_patch import cpu_runtime, progress, result_check
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
 from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
@@ -176,6 +176,15 @@ PROGRESS_DIFFUSION = WrapperPatch(
     wrapper=progress.sample_wrapper,
 )
 
+PRECISION_POLICY = WrapperPatch(
+    name="precision-policy",
+    why="AF3 runs the trunk in bf16 whatever the CPU; without native bf16 XLA:CPU emulates it.",
+    modules=RUN_ALPHAFOLD,
+    function="make_model_config",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=cpu_runtime.model_config_wrapper,
+)
+
 DEFAULT = (JAX_TRITON_FALLBACK,)
-CLI_ONLY = (CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_STRUCTURES)
+CLI_ONLY = (CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_STRUCTURES, PRECISION_POLICY)
 PROGRESS = (PROGRESS_SEED, PROGRESS_TRUNK, PROGRESS_DIFFUSION)

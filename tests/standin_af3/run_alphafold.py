@@ -35,6 +35,7 @@ _NUM_RECYCLES = flags.DEFINE_integer("num_recycles", 10, "Recycles.")
 _NUM_DIFFUSION_SAMPLES = flags.DEFINE_integer("num_diffusion_samples", 5, "Samples per seed.")
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", None, "Seeds per input.")
 _BUCKETS = flags.DEFINE_list("buckets", ["256"], "Token buckets.")
+_JAX_COMPILATION_CACHE_DIR = flags.DEFINE_string("jax_compilation_cache_dir", None, "Compilation cache.")
 
 
 @dataclasses.dataclass
@@ -84,6 +85,8 @@ def _inputs():
 
 
 def main(_):
+    if _JAX_COMPILATION_CACHE_DIR.value is not None:
+        jax.config.update("jax_compilation_cache_dir", _JAX_COMPILATION_CACHE_DIR.value)
     if _FLASH_ATTENTION_IMPLEMENTATION.value == "triton":
         raise ValueError("triton attention needs a GPU")
     gpu_devices = jax.local_devices(backend='gpu')

@@ -1,0 +1,62 @@
+"""What this CPU and this process's share of it can do (Linux; cheap, no imports of jax)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+import platform
+import re
+
+ISA_FLAGS = (("fma", "FMA"), ("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+
+
+def allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def cgroup_cpu_limit() -> int | None:
+    """Whole CPUs allowed by a cgroup v2 quota (``cpu.max``), or None."""
+    try:
+        quota, period = pathlib.Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, int(quota) // int(period))
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its affinity mask, capped by a cgroup CPU quota."""
+    cores = len(allowed_cpus())
+    limit = cgroup_cpu_limit()
+    return min(cores, limit) if limit else cores
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), frozenset()
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    return (model.group(1).strip() if model else platform.machine()), frozenset(flags.group(1).split() if flags else ())
+
+
+def cpu_model() -> str:
+    return _cpuinfo()[0]
+
+
+def has_flag(flag: str) -> bool:
+    return flag in _cpuinfo()[1]
+
+
+def native_bf16() -> bool:
+    """bf16 arithmetic in hardware (AVX512-BF16 or AMX); elsewhere XLA emulates it in f32."""
+    return has_flag("avx512_bf16") or has_flag("amx_bf16")
+
+
+def summary() -> str:
+    isa = ", ".join(f"{label} {'yes' if has_flag(flag) else 'no'}" for flag, label in ISA_FLAGS)
+    return f"{cpu_model()}; {isa}"

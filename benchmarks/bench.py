@@ -1,0 +1,170 @@
+"""Stock AF3 on CPU vs ``af3-cpu predict``, side by side in one run.
+
+For each input: (a) the stock path -- AF3's own ``run_alphafold.py`` with only
+what it needs to start on a CPU at all (v3.0.4: ``--jax_backend=cpu
+--flash_attention_implementation=xla``; earlier versions: the same attention
+flag plus the plugin's CPU-device patch and nothing else) -- and (b)
+``af3-cpu predict`` with its defaults; same weights, same seed.  Reported per
+input: tokens, wall time split into compile and the rest, peak RSS, CPU
+utilisation, and the stock/af3-cpu ratios.  Writes ``results.json`` and
+``results.md``.
+
+    python benchmarks/bench.py --af3-dir ~/alphafold3 --model-dir ~/models --quick
+
+Use the interpreter that has AF3's dependencies (and af3-cpu-patch) installed.
+Random weights (``af3-cpu random-weights DIR``) time the same as real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+# Deterministic, varied protein sequences (no MSA: the benchmark times the model).
+_RESIDUES = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAAVRESVPALL"
+
+SIZES = (16, 40, 64, 128, 256)
+QUICK = dict(sizes=(16,), ligand=False, num_recycles=1, num_diffusion_samples=1)
+
+
+def protein_input(n: int, ligand: bool = False) -> dict:
+    sequences = [{"protein": {"id": "A", "sequence": _RESIDUES[:n], "unpairedMsa": "", "pairedMsa": "", "templates": []}}]
+    name = f"protein_{n}"
+    if ligand:
+        sequences.append({"ligand": {"id": "B", "ccdCodes": ["ATP"]}})
+        name += "_atp"
+    return {"name": name, "modelSeeds": [1], "sequences": sequences, "dialect": "alphafold3", "version": 1}
+
+
+# With JAX_LOG_COMPILES=1 jax logs tracing, lowering and XLA compilation of each jitted function.
+COMPILE_LINE = re.compile(r"Finished (?:tracing|jaxpr to MLIR module conversion|XLA compilation of) (\S+).*? in ([0-9.]+) sec")
+INFERENCE_LINE = re.compile(r"Running model inference with seed \d+ took ([0-9.]+) seconds")
+
+STOCK_PRE_V304 = """
+import runpy, sys
+import af3_cpu_patch
+from af3_cpu_patch.patches import runtime
+af3_cpu_patch.uninstall()
+af3_cpu_patch.install((runtime.CPU_DEVICE,))  # only what stock needs to start on a CPU
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
+    """Run ``cmd``; wall time, peak RSS and CPU time of that process tree."""
+    start = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    text = log.read_text(errors="replace")
+    compile_s = sum(float(m.group(2)) for m in COMPILE_LINE.finditer(text) if "apply" in m.group(1) or "forward" in m.group(1))
+    inference = [float(m.group(1)) for m in INFERENCE_LINE.finditer(text)]
+    return {
+        "ok": os.waitstatus_to_exitcode(status) == 0,
+        "wall_s": round(wall, 1),
+        "compile_s": round(compile_s, 1),
+        "inference_s": round(sum(inference) - compile_s, 1) if inference else None,
+        "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
+        "cpu_util": round((usage.ru_utime + usage.ru_stime) / wall, 2) if wall else None,
+        "log": str(log),
+    }
+
+
+def has_native_cpu_backend(af3_dir: pathlib.Path) -> bool:
+    return "'jax_backend'" in (af3_dir / "run_alphafold.py").read_text()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--model-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
+    parser.add_argument("--quick", action="store_true", help="16 residues, 1 recycle, 1 sample: under 10 minutes on 2 cores")
+    parser.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=None)
+    parser.add_argument("--num-recycles", type=int, default=None)
+    parser.add_argument("--num-diffusion-samples", type=int, default=None)
+    parser.add_argument("--no-ligand", action="store_true")
+    parser.add_argument("--af3-cpu-args", default="", help="extra af3-cpu predict options, e.g. '--precision f32'")
+    args = parser.parse_args()
+
+    sizes = args.sizes or (QUICK["sizes"] if args.quick else SIZES)
+    recycles = args.num_recycles if args.num_recycles is not None else (QUICK["num_recycles"] if args.quick else None)
+    samples = args.num_diffusion_samples or (QUICK["num_diffusion_samples"] if args.quick else None)
+    inputs = [protein_input(n) for n in sizes]
+    if not (args.quick or args.no_ligand):
+        inputs.append(protein_input(40, ligand=True))
+
+    af3_dir = args.af3_dir.expanduser().resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = pathlib.Path(tempfile.mkdtemp(prefix="af3-cpu-bench-"))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
+    env.pop("AF3_CPU_PATCH", None)
+    native_cpu = has_native_cpu_backend(af3_dir)
+    common = []
+    if recycles is not None:
+        common.append(f"--num_recycles={recycles}")
+    if samples is not None:
+        common.append(f"--num_diffusion_samples={samples}")
+
+    rows = []
+    for fold_input in inputs:
+        name = fold_input["name"]
+        json_path = work / f"{name}.json"
+        json_path.write_text(json.dumps(fold_input))
+        stock_flags = [f"--json_path={json_path}", f"--model_dir={args.model_dir}", "--run_data_pipeline=false",
+                       "--flash_attention_implementation=xla", f"--output_dir={work / 'stock' / name}", *common]
+        if native_cpu:
+            stock_cmd = [sys.executable, str(af3_dir / "run_alphafold.py"), "--jax_backend=cpu", *stock_flags]
+        else:
+            stock_cmd = [sys.executable, "-c", STOCK_PRE_V304, str(af3_dir / "run_alphafold.py"), *stock_flags]
+        ours_cmd = [sys.executable, "-m", "af3_cpu_patch", "predict", str(json_path), "--model-dir", str(args.model_dir),
+                    "--no-run-data-pipeline", "--output-dir", str(work / "ours" / name), "--af3-dir", str(af3_dir),
+                    *args.af3_cpu_args.split(), "--", *common]
+        print(f"[{name}] stock ...", flush=True)
+        stock = run_measured(stock_cmd, env, args.out / f"{name}.stock.log")
+        print(f"[{name}] af3-cpu ...", flush=True)
+        ours = run_measured(ours_cmd, env, args.out / f"{name}.af3-cpu.log")
+        ratio = {k: round(stock[k] / ours[k], 2) if stock.get(k) and ours.get(k) else None for k in ("wall_s", "compile_s", "inference_s", "peak_rss_gb")}
+        rows.append({"input": name, "residues": len(fold_input["sequences"][0]["protein"]["sequence"]), "stock": stock, "af3_cpu": ours, "stock_over_af3_cpu": ratio})
+        print(json.dumps(rows[-1]), flush=True)
+
+    meta = {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "af3_dir": str(af3_dir), "recycles": recycles, "samples": samples, "af3_cpu_args": args.af3_cpu_args}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (args.out / "results.md").write_text(markdown(meta, rows))
+    print(markdown(meta, rows))
+    return 0 if all(r["stock"]["ok"] and r["af3_cpu"]["ok"] for r in rows) else 1
+
+
+def _cpu_model() -> str:
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+        return re.search(r"^model name\s*:\s*(.+)$", text, re.M).group(1).strip()
+    except (OSError, AttributeError):
+        return platform.processor()
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    head = (f"Measured on {meta['cpu']}, {meta['cores']} cores; recycles {meta['recycles'] or 'AF3 default'}, "
+            f"samples {meta['samples'] or 'AF3 default'}; af3-cpu options: `{meta['af3_cpu_args'] or 'defaults'}`.\n\n")
+    lines = ["| input | residues | stock wall s (compile) | af3-cpu wall s (compile) | wall ratio | stock peak RSS GB | af3-cpu peak RSS GB | CPU util stock / af3-cpu |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s, o = r["stock"], r["af3_cpu"]
+        lines.append(f"| {r['input']} | {r['residues']} | {s['wall_s']} ({s['compile_s']}) | {o['wall_s']} ({o['compile_s']}) | "
+                     f"{r['stock_over_af3_cpu']['wall_s']}x | {s['peak_rss_gb']} | {o['peak_rss_gb']} | {s['cpu_util']} / {o['cpu_util']} |")
+    return head + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
