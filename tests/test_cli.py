@@ -268,3 +268,35 @@ def test_doctor(workdir, ccd_built):
         assert proc.returncode == 1
         assert "FAIL  CCD data" in out and "build_data" in out
         assert "A CPU run cannot start" in out
+
+
+def _settings(out):
+    return json.loads((out / "tiny" / "standin_settings.json").read_text())
+
+
+def test_cpu_defaults_reach_run_alphafold(workdir):
+    from af3_cpu_patch import cpu_info, predict
+
+    base = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+            "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT]
+    assert run_cli(base + ["--output-dir", workdir / "a"]).returncode == 0
+    settings = _settings(workdir / "a")
+    assert settings["buckets"] == predict.CPU_BUCKETS.split(",")
+    assert settings["bfloat16"] == ("all" if cpu_info.native_bf16() else "none")
+    assert settings["cache"] is None  # progress callbacks on: no cache
+    assert settings["cpus"] == cpu_info.usable_cores()
+
+    cache = workdir / "cache"
+    proc = run_cli(base + ["--output-dir", workdir / "b", "--buckets", "stock", "--precision", "bf16",
+                           "--threads", "1", "--quiet", "--cache-dir", cache])
+    assert proc.returncode == 0, proc.stderr
+    settings = _settings(workdir / "b")
+    assert settings == {"bfloat16": "all", "buckets": ["256"], "cache": str(cache), "cpus": 1}
+
+
+def test_too_many_threads(workdir):
+    proc = run_cli(["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+                    "--af3-dir", STANDIN_CHECKOUT, "--threads", "4096", "--output-dir", workdir / "out"])
+    assert proc.returncode == 2
+    assert "--threads 4096 exceeds" in proc.stderr.strip().splitlines()[-1]
+    assert not (workdir / "out").exists()

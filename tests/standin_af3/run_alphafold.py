@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import types
 
 from absl import app, flags
 import jax
@@ -49,6 +50,11 @@ class InferenceResult:
     predicted_structure: Structure
     numerical_data: dict
     metadata: dict
+
+
+def make_model_config(*, flash_attention_implementation="triton", num_diffusion_samples=5, num_recycles=10):
+    global_config = types.SimpleNamespace(bfloat16="all", flash_attention_implementation=flash_attention_implementation)
+    return types.SimpleNamespace(global_config=global_config, num_recycles=num_recycles, num_samples=num_diffusion_samples)
 
 
 class ModelRunner:
@@ -94,7 +100,12 @@ def main(_):
         if float(gpu_devices[_GPU_DEVICE.value].compute_capability) < 6.0:
             raise ValueError("compute capability too low")
     devices = jax.local_devices(backend='gpu')
-    runner = ModelRunner(devices[_GPU_DEVICE.value], _NUM_DIFFUSION_SAMPLES.value)
+    config = make_model_config(
+        flash_attention_implementation=_FLASH_ATTENTION_IMPLEMENTATION.value,
+        num_diffusion_samples=_NUM_DIFFUSION_SAMPLES.value,
+        num_recycles=_NUM_RECYCLES.value,
+    )
+    runner = ModelRunner(devices[_GPU_DEVICE.value], config.num_samples)
     for path in _inputs():
         fold_input = json.loads(path.read_text())
         name = fold_input["name"]
@@ -110,6 +121,11 @@ def main(_):
                 sample_dir.mkdir()
                 np.savetxt(sample_dir / f"{name}_model.xyz", sample.predicted_structure.coords)
         (out_dir / f"{name}_ranking_scores.csv").write_text("seed,sample,ranking_score\n")
+        # What the stand-in was asked to run with, for the CLI tests.
+        (out_dir / "standin_settings.json").write_text(json.dumps({
+            "bfloat16": config.global_config.bfloat16, "buckets": _BUCKETS.value,
+            "cache": _JAX_COMPILATION_CACHE_DIR.value, "cpus": len(os.sched_getaffinity(0)),
+        }))
 
 
 if __name__ == "__main__":
