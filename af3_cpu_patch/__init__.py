@@ -6,7 +6,14 @@ The API follows OpenTelemetry's instrumentors: :func:`install` (idempotent),
 :func:`uninstall` (restores the original code exactly) and :func:`report`.
 """
 
-from af3_cpu_patch.hooks import AF3PatchWarning, PatchReport, install, is_installed, report, uninstall
+from af3_cpu_patch.hooks import (
+    AF3PatchWarning,
+    PatchReport,
+    install,
+    is_installed,
+    report,
+    uninstall,
+)
 from af3_cpu_patch.registry import Status
 
 __version__ = "0.1.0"

@@ -13,8 +13,8 @@ and touch nothing.
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import copy
 import dataclasses

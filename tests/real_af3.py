@@ -18,6 +18,18 @@ import pytest
 from af3_cpu_patch import af3_checkout, af3_install
 
 
+PROTEIN_SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIE"
+PROTEIN = {  # a small protein with empty MSAs: no data pipeline needed
+    "name": "small_protein",
+    "modelSeeds": [1],
+    "dialect": "alphafold3",
+    "version": 1,
+    "sequences": [
+        {"protein": {"id": "A", "sequence": PROTEIN_SEQUENCE, "unpairedMsa": "", "pairedMsa": "", "templates": []}}
+    ],
+}
+
+
 def _source_from_env(var: str) -> pathlib.Path | None:
     value = os.environ.get(var)
     if not value:
@@ -55,6 +67,16 @@ def checkout_root(info: af3_install.AF3Install) -> pathlib.Path | None:
     return af3_checkout.checkout_of(info)
 
 
+def subprocess_env(path: list[pathlib.Path]) -> dict:
+    """Environment for a CLI subprocess that sees this AF3 and this checkout's plugin."""
+    from tests.helpers import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
+    env["PYTHONPATH"] = os.pathsep.join([str(p) for p in path] + [str(ROOT)])
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
 def reference_source() -> pathlib.Path | None:
     return _source_from_env("AF3_REFERENCE_SOURCE")
 
@@ -63,3 +85,58 @@ def head_module(info: af3_install.AF3Install) -> str:
     if (info.package_dir / "model/network/diffusion_head.py").is_file():
         return "alphafold3.model.network.diffusion_head"
     return "alphafold3.model.diffusion.diffusion_head"
+
+
+# One AF3 forward pass through the stock ModelRunner of run_alphafold.py, saved
+# to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
+# (plus the progress callbacks); BUCKET and PRECISION as af3-cpu's options.
+FORWARD = """
+import json, os, pathlib, sys
+import numpy as np
+variant = os.environ["VARIANT"]
+if variant != "stock":
+    import af3_cpu_patch
+    from af3_cpu_patch import cpu_runtime
+    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
+    cpu_runtime.precision = os.environ.get("PRECISION", "bf16")
+    af3_cpu_patch.install(CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ()))
+sys.path.insert(0, os.environ["AF3_ROOT"])
+import run_alphafold as ra
+from absl import flags
+flags.FLAGS(["run_alphafold.py"])
+import jax
+from alphafold3.common import folding_input
+from alphafold3.constants import chemical_components
+from alphafold3.data import featurisation
+fold_input = folding_input.Input.from_json(open(os.environ["INPUT"]).read())
+example = featurisation.featurise_input(
+    fold_input=fold_input, buckets=[int(os.environ.get("BUCKET", "32"))], ccd=chemical_components.Ccd(), verbose=False)[0]
+config = ra.make_model_config(flash_attention_implementation="xla", num_diffusion_samples=1, num_recycles=1,
+                              return_embeddings=os.environ.get("EMBEDDINGS") == "1")
+runner = ra.ModelRunner(config=config, device=jax.devices("cpu")[0], model_dir=pathlib.Path(os.environ["MODEL_DIR"]))
+try:
+    result = runner.run_inference(example, jax.random.PRNGKey(1))
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+    raise SystemExit(0)
+arrays = {"positions": result["diffusion_samples"]["atom_positions"], "pae": result["full_pae"],
+          "plddt": result["predicted_lddt"]}
+for key in ("single_embeddings", "pair_embeddings"):
+    if key in result:
+        arrays[key] = result[key]
+np.savez(os.environ["OUT"], **arrays)
+print(json.dumps({"error": None}))
+"""
+
+
+def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, **settings):
+    """Run :data:`FORWARD`; (error or None, dict of arrays or None)."""
+    import numpy as np
+
+    from tests.helpers import run_python
+
+    path, _, root = af3
+    env = {"VARIANT": variant, "AF3_ROOT": str(root), "INPUT": str(input_json), "MODEL_DIR": str(model_dir), "OUT": str(out)}
+    env.update({k.upper(): str(v) for k, v in settings.items()})
+    result = run_python(FORWARD, pythonpath=path, timeout=3600, env=env)
+    return result["error"], (dict(np.load(out)) if result["error"] is None else None)

@@ -32,21 +32,21 @@ print(json.dumps({"nan": int(np.isnan(pos).sum()), "size": int(pos.size), "repor
 
 
 @pytest.fixture(scope="module")
-def af3():
+def af3_env():
     return real_af3.find_af3()
 
 
-def _sample(tmp_path, af3, plugin, tag, pythonpath=None):
-    path, info = af3
+def _sample(tmp_path, af3_env, plugin, tag, pythonpath=None):
+    path, info = af3_env
     return run_sample(
         tmp_path, plugin=plugin, pythonpath=pythonpath or path, tag=tag, snippet=REAL_SAMPLE,
         env={"HEAD_MODULE": real_af3.head_module(info)},
     )
 
 
-def test_stock_sample_nan_only_before_v3_0_4(tmp_path, af3):
-    _, info = af3
-    stock = _sample(tmp_path, af3, plugin=False, tag="stock")
+def test_stock_sample_nan_only_before_v3_0_4(tmp_path, af3_env):
+    _, info = af3_env
+    stock = _sample(tmp_path, af3_env, plugin=False, tag="stock")
     if info.version in ("3.0.0", "3.0.1", "3.0.2", "3.0.3"):
         if stock["nan"] == 0:
             pytest.skip("this CPU/XLA build does not fuse the subtraction into an FMA: no NaN to fix here")
@@ -55,9 +55,9 @@ def test_stock_sample_nan_only_before_v3_0_4(tmp_path, af3):
         assert stock["nan"] == 0
 
 
-def test_patched_sample_is_finite_and_reports(tmp_path, af3):
-    _, info = af3
-    patched = _sample(tmp_path, af3, plugin=True, tag="patched")
+def test_patched_sample_is_finite_and_reports(tmp_path, af3_env):
+    _, info = af3_env
+    patched = _sample(tmp_path, af3_env, plugin=True, tag="patched")
     assert patched["nan"] == 0
     report = patched["report"]
     assert report["denoising-step-sqrt"] == ("already fixed upstream" if info.version == "3.0.4" else "applied")
@@ -66,19 +66,19 @@ def test_patched_sample_is_finite_and_reports(tmp_path, af3):
     assert "target not found" not in report.values()
 
 
-def test_patched_equals_upstream_v3_0_4_bit_for_bit(tmp_path, af3):
+def test_patched_equals_upstream_v3_0_4_bit_for_bit(tmp_path, af3_env):
     reference = real_af3.reference_source()
     if reference is None:
         pytest.skip("set AF3_REFERENCE_SOURCE to a v3.0.4 checkout to compare with upstream's fix")
-    patched = _sample(tmp_path, af3, plugin=True, tag="patched")
-    upstream = _sample(tmp_path, af3, plugin=False, tag="upstream", pythonpath=[reference])
+    patched = _sample(tmp_path, af3_env, plugin=True, tag="patched")
+    upstream = _sample(tmp_path, af3_env, plugin=False, tag="upstream", pythonpath=[reference])
     assert upstream["nan"] == 0
     assert np.array_equal(patched["positions"], upstream["positions"])
     assert patched["positions"].tobytes() == upstream["positions"].tobytes()
 
 
-def test_noise_embedding_guard_is_bit_neutral(af3):
-    path, info = af3
+def test_noise_embedding_guard_is_bit_neutral(af3_env):
+    path, info = af3_env
     if not (info.package_dir / "model/network/noise_level_embeddings.py").is_file():
         pytest.skip(f"AF3 {info.version} has the noise embedding inline in the head")
     result = run_python(

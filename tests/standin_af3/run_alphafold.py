@@ -15,11 +15,10 @@ import os
 import pathlib
 import types
 
-from absl import app, flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-
+from absl import app, flags
 from alphafold3.model.network import diffusion_head
 
 _JSON_PATH = flags.DEFINE_string("json_path", None, "Input JSON file.")

@@ -1,0 +1,55 @@
+"""Fidelity of the CPU defaults that change padding or numerics (real AF3, random weights).
+
+Trunk outputs (single and pair embeddings of the real tokens) at a CPU bucket
+vs AF3's smallest stock bucket (256), and with an f32 trunk vs AF3's bf16,
+must agree within the stated tolerances.  Skipped without a real AF3.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import real_af3
+
+# Relative RMS difference of the real-token embeddings (rms(a - b) / rms(b)).
+PADDING_TOLERANCE = 0.02  # bucket 32 vs 256, both bf16: only padding and summation order differ
+PRECISION_TOLERANCE = 0.05  # f32 vs bf16 trunk at the same bucket
+
+
+def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision):
+    error, arrays = real_af3.forward(
+        af3, model_dir, protein_json, tmp_path / f"b{bucket}_{precision}.npz", "patched",
+        bucket=bucket, precision=precision, embeddings=1,
+    )
+    assert error is None, error
+    n = len(real_af3.PROTEIN_SEQUENCE)
+    return arrays["single_embeddings"][:n], arrays["pair_embeddings"][:n, :n]
+
+
+def _relative_rms(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2)))
+
+
+@pytest.fixture(scope="module")
+def reference(af3, model_dir, protein_json, tmp_path_factory):
+    return _embeddings(af3, model_dir, protein_json, tmp_path_factory.mktemp("ref"), 256, "bf16")
+
+
+def test_cpu_bucket_matches_stock_bucket(af3, model_dir, protein_json, tmp_path, reference):
+    small = _embeddings(af3, model_dir, protein_json, tmp_path, 32, "bf16")
+    for name, a, b in zip(("single", "pair"), small, reference):
+        error = _relative_rms(a, b)
+        print(f"bucket 32 vs 256, {name}: relative RMS {error:.2e}")
+        assert error < PADDING_TOLERANCE, (name, error)
+
+
+def test_f32_trunk_matches_bf16_trunk(af3, model_dir, protein_json, tmp_path):
+    bf16 = _embeddings(af3, model_dir, protein_json, tmp_path, 32, "bf16")
+    f32 = _embeddings(af3, model_dir, protein_json, tmp_path, 32, "f32")
+    for name, a, b in zip(("single", "pair"), f32, bf16):
+        error = _relative_rms(a, b)
+        print(f"f32 vs bf16, {name}: relative RMS {error:.2e}")
+        assert np.isfinite(a).all()
+        assert error < PRECISION_TOLERANCE, (name, error)
