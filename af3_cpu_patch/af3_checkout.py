@@ -9,8 +9,10 @@ editable/source install of ``alphafold3`` points into (``<checkout>/src/alphafol
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
+import re
 import sys
 
 from af3_cpu_patch import af3_install
@@ -28,6 +30,14 @@ class Checkout:
     @property
     def run_alphafold(self) -> pathlib.Path:
         return self.root / "run_alphafold.py"
+
+    @functools.cached_property
+    def _script(self) -> str:
+        return self.run_alphafold.read_text()
+
+    def has_flag(self, name: str) -> bool:
+        """Does this version's run_alphafold.py define ``--name``?"""
+        return re.search(rf"flags\.DEFINE_\w+\(\s*['\"]{re.escape(name)}['\"]", self._script) is not None
 
 
 def checkout_of(install: af3_install.AF3Install) -> pathlib.Path | None:

@@ -115,18 +115,16 @@ def check_databases(options: PredictOptions) -> None:
 
 def check_versioned_options(options: PredictOptions, checkout: af3_checkout.Checkout) -> None:
     """Fail early (before importing AF3) on options the installed run_alphafold.py lacks."""
-    source = checkout.run_alphafold.read_text()
     for attr, option in VERSIONED_FLAGS.items():
         if getattr(options, attr) in (None, "stock"):
             continue
-        if not re.search(rf"flags\.DEFINE_\w+\(\s*['\"]{attr}['\"]", source):
+        if not checkout.has_flag(attr):
             version = checkout.install.version or "of this checkout"
             raise UsageProblem(f"{option} is not supported by AF3 {version} (its run_alphafold.py has no --{attr}): drop the option or upgrade AF3")
 
 
 def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_dir: pathlib.Path) -> list[str]:
     """The absl argv for run_alphafold.main(): our options, then the CPU settings, then pass-through."""
-    source = checkout.run_alphafold.read_text()
     input_flag = "--input_dir" if options.input.is_dir() else "--json_path"
     argv = [
         str(checkout.run_alphafold),
@@ -136,18 +134,18 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
         f"--run_data_pipeline={str(options.run_data_pipeline).lower()}",
         "--flash_attention_implementation=xla",
     ]
-    if re.search(r"['\"]jax_backend['\"]", source):
+    if checkout.has_flag("jax_backend"):
         argv.append("--jax_backend=cpu")
     argv += [f"--db_dir={d}" for d in options.db_dir]
     for attr in VERSIONED_FLAGS:
         value = getattr(options, attr)
         if attr == "buckets" and value == "stock":
             continue
-        if attr == "buckets" and value is None and re.search(r"['\"]buckets['\"]", source):
+        if attr == "buckets" and value is None and checkout.has_flag("buckets"):
             value = CPU_BUCKETS
         if value is not None:
             argv.append(f"--{attr}={value}")
-    if options.cache_dir is not None and options.quiet and "jax_compilation_cache_dir" in source:
+    if options.cache_dir is not None and options.quiet and checkout.has_flag("jax_compilation_cache_dir"):
         # JAX keys cached programs by their host-callback pointers, so a program
         # with progress callbacks never hits the cache: use it only without them.
         argv.append(f"--jax_compilation_cache_dir={options.cache_dir}")

@@ -1,9 +1,10 @@
 """What a patch is, and what applying one reports.
 
 A patch is plain data: the module(s) it targets, the function, the AF3
-versions whose stock code it was written against, and the exact rewrites it
-makes.  Applying it is :func:`apply_source_patch`; the bookkeeping of what is
-applied where lives in :mod:`af3_cpu_patch.hooks`.
+versions whose stock code it was written against, and how it is applied
+(source rewrites, a ``wrapt`` wrapper, an import fallback).  ``Patch.apply``
+verifies the target and returns an :class:`Outcome` that can undo itself;
+the bookkeeping of what is applied where lives in :mod:`af3_cpu_patch.hooks`.
 """
 
 from __future__ import annotations
