@@ -109,6 +109,8 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="af3-cpu-bench-"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
     env.pop("AF3_CPU_PATCH", None)
+    if (af3_dir / "src" / "alphafold3").is_dir():  # a checkout whose package is not pip-installed
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
     native_cpu = has_native_cpu_backend(af3_dir)
     common = []
     if recycles is not None:

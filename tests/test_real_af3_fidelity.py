@@ -13,8 +13,10 @@ import pytest
 from tests import real_af3
 
 # Relative RMS difference of the real-token embeddings (rms(a - b) / rms(b)).
+# Measured on v3.0.4 with random weights (AMD EPYC, jax 0.10.2), 31 residues, 1 recycle:
+#   bucket 32 vs 256: single 1.3e-4, pair 3.8e-3;  f32 vs bf16: single 2.3e-3, pair 4.3e-3.
 PADDING_TOLERANCE = 0.02  # bucket 32 vs 256, both bf16: only padding and summation order differ
-PRECISION_TOLERANCE = 0.05  # f32 vs bf16 trunk at the same bucket
+PRECISION_TOLERANCE = 0.03  # f32 vs bf16 trunk at the same bucket
 
 
 def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision):
