@@ -21,7 +21,6 @@ import numpy as np
 PLAIN_INTERVAL = 30.0
 _lock = threading.Lock()
 _state: _SeedProgress | None = None
-enabled = True
 
 
 def _clock(seconds: float) -> str:
@@ -77,9 +76,8 @@ class _SeedProgress:
 
 def begin_seed(label: str, recycles_total: int | None) -> None:
     global _state
-    if enabled:
-        with _lock:
-            _state = _SeedProgress(label, recycles_total)
+    with _lock:
+        _state = _SeedProgress(label, recycles_total)
 
 
 def end_seed() -> None:
@@ -117,8 +115,6 @@ def sample_wrapper(wrapped, instance, args, kwargs):
     """Around ``diffusion_head.sample``: tick once per denoising step."""
     import jax
 
-    if not enabled:
-        return wrapped(*args, **kwargs)
     args = list(args)
     if "denoising_step" in kwargs:
         denoising_step = kwargs["denoising_step"]
@@ -145,8 +141,7 @@ def trunk_wrapper(wrapped, instance, args, kwargs):
     """Around ``Evoformer.__call__``, the body of AF3's recycling loop: tick once per recycle."""
     import jax
 
-    if enabled:
-        jax.debug.callback(_recycle_tick)
+    jax.debug.callback(_recycle_tick)
     return wrapped(*args, **kwargs)
 
 
