@@ -66,7 +66,7 @@ def find_checkout(af3_dir: str | os.PathLike | None = None) -> Checkout:
         if (src / "alphafold3").is_dir() and not af3_install.detect().is_deepmind:
             sys.path.insert(0, str(src))
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
-        install = af3_install.inspect_package(af3_install.find_package_dir())
+        install = af3_install.detect()  # what import alphafold3 now finds
     else:
         install = af3_install.detect()
         root = checkout_of(install)

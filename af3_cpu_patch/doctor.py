@@ -40,10 +40,10 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
         checks.append(Check("ok", "run_alphafold.py", str(checkout.run_alphafold)))
     except UsageProblem as exc:
         install = af3_install.detect()
-        level_what = ("FAIL", "AlphaFold 3") if install.problem() else ("FAIL", "run_alphafold.py")
-        if not install.problem():
+        install_problem = install.problem()
+        if not install_problem:
             checks.append(Check("ok", "AlphaFold 3", install.describe()))
-        checks.append(Check(*level_what, str(exc)))
+        checks.append(Check("FAIL", "AlphaFold 3" if install_problem else "run_alphafold.py", str(exc)))
 
     if install.found and install.is_deepmind:
         if install.data_built:
@@ -64,8 +64,8 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
         checks.append(Check("FAIL", "JAX", f"no CPU backend ({type(exc).__name__}: {exc}): pip install jax jaxlib"))
 
     checks.append(Check("ok", "CPU", cpu_info.summary()))
-    mem = memory_gib()
-    checks.append(Check("ok", "cores / RAM", f"{cpu_info.usable_cores()} usable cores, {mem:.1f} GiB available" if mem else f"{cpu_info.usable_cores()} usable cores"))
+    mem, cores = memory_gib(), cpu_info.usable_cores()
+    checks.append(Check("ok", "cores / RAM", f"{cores} usable cores" + (f", {mem:.1f} GiB available" if mem else "")))
 
     model_dir = model_dir or pathlib.Path.home() / "models"
     try:

@@ -135,7 +135,7 @@ def locate(module: types.ModuleType, qualname: str) -> Located:
         raise TargetNotFound(f"source of {module.__name__} cannot be read ({exc})") from None
     tree = ast.parse(source, filename=filename or "<unknown>")
 
-    host_node, node = find_def(tree, parts, depth, module.__name__)
+    host_node, node = find_def(tree, parts, module.__name__)
     if not isinstance(host_node, ast.FunctionDef) or not isinstance(node, ast.FunctionDef):
         raise TargetNotFound(f"{module.__name__}.{qualname} is not a plain function in source")
     if host_node.name != host.__code__.co_name:
@@ -148,15 +148,15 @@ def locate(module: types.ModuleType, qualname: str) -> Located:
     return Located(host=host, host_node=host_node, scope_node=node, filename=filename or "<unknown>", compile_flags=flags)
 
 
-def find_def(tree: ast.AST, parts: list[str], depth: int, where: str) -> tuple[ast.AST, ast.AST]:
-    """(the definition of ``parts[:depth]``, the definition of all of ``parts``).
+def find_def(tree: ast.AST, parts: list[str], where: str) -> tuple[ast.AST, ast.AST]:
+    """(the host function's definition, the definition named by all of ``parts``).
 
-    The first ``depth`` names are direct children (classes, the host
-    function); the rest are functions nested anywhere inside the host.
+    Names are direct children while they are classes; the first function is
+    the host, and the remaining names are functions nested anywhere inside it.
     """
     node, host_node = tree, None
     for i, part in enumerate(parts):
-        children = ast.iter_child_nodes(node) if i < depth else ast.walk(node)
+        children = ast.iter_child_nodes(node) if host_node is None else ast.walk(node)
         found = next(
             (c for c in children if isinstance(c, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and c.name == part and c is not node),
             None,
@@ -164,22 +164,14 @@ def find_def(tree: ast.AST, parts: list[str], depth: int, where: str) -> tuple[a
         if found is None:
             raise TargetNotFound(f"{where}.{'.'.join(parts[: i + 1])} not found in source")
         node = found
-        if i == depth - 1:
+        if host_node is None and not isinstance(found, ast.ClassDef):
             host_node = found
     return host_node, node
 
 
 def classify_source(source: str, qualname: str, rewrites: tuple[Rewrite, ...], where: str = "<source>") -> str:
     """:func:`classify` on a file's text, without importing it (for offline checks)."""
-    tree = ast.parse(source)
-    parts = qualname.split(".")
-    depth = 1
-    node: ast.AST = tree
-    for depth, part in enumerate(parts, 1):  # classes, then the first function is the host
-        node = next((c for c in ast.iter_child_nodes(node) if getattr(c, "name", None) == part), None)
-        if not isinstance(node, ast.ClassDef):
-            break
-    _, scope = find_def(tree, parts, depth, where)
+    _, scope = find_def(ast.parse(source), qualname.split("."), where)
     return classify(scope, rewrites)
 
 

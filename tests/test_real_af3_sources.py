@@ -50,4 +50,4 @@ def test_patch_recognises_its_target(patch, af3):
         import ast
 
         parts = patch.function.split(".")
-        source_rewrite.find_def(ast.parse(source), parts, len(parts), files[0].name)  # raises if absent
+        source_rewrite.find_def(ast.parse(source), parts, files[0].name)  # raises if absent
