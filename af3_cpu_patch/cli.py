@@ -69,8 +69,9 @@ def main(debug: bool) -> None:
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache (default ~/.cache/af3-cpu/jax); used with --quiet, as programs with progress callbacks cannot be cached.")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar: only AF3's own output.")
+@click.option("--max-memory", default=None, metavar="GB|none", help="Refuse inputs whose forecast peak memory exceeds this. Default: the memory available now; 'none': no check.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUN_ALPHAFOLD_FLAGS]")
-def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, cache_dir, no_cache, quiet, extra):
+def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, cache_dir, no_cache, quiet, max_memory, extra):
     """Predict INPUT (an AF3 input JSON file or a directory of them) on the CPU.
 
     Runs AF3's own run_alphafold.py with the CPU fixes applied; flags after
@@ -93,6 +94,7 @@ def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipelin
         quiet=quiet,
         threads=threads,
         precision=precision,
+        max_memory=max_memory,
         cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE),
     )
     out = predict_module.run(options)
@@ -126,3 +128,111 @@ def random_weights(out_dir, seed, af3_dir):
 
     path = rw.write(out_dir, seed=seed, af3_dir=af3_dir)
     click.echo(f"wrote RANDOM weights (NOT FOR PREDICTIONS) to {path}")
+
+
+def _rerun_argv(ctx: click.Context, drop: tuple[str, ...]) -> list[str]:
+    """This command line again, from the parsed options (paths absolute), without ``drop``."""
+    argv = ["af3-cpu", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in drop or value is None or value == param.get_default(ctx) or value == ():
+            continue
+        if isinstance(param, click.Argument):
+            continue
+        flag = param.opts[0] if value is not False or not param.secondary_opts else param.secondary_opts[0]
+        if isinstance(value, tuple):
+            for item in value:
+                argv += [flag, str(item)]
+        elif isinstance(value, bool):
+            argv.append(flag)
+        else:
+            argv += [flag, str(value.resolve() if isinstance(value, pathlib.Path) else value)]
+    argv += [str(p.resolve()) for p in ctx.params["inputs"]]
+    if ctx.meta.get("passthrough"):
+        argv += ["--", *ctx.meta["passthrough"]]
+    return argv
+
+
+class _PassThroughCommand(click.Command):
+    """Keeps what follows ``--`` for run_alphafold.py apart from a variadic INPUTS argument."""
+
+    def parse_args(self, ctx, args):
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["passthrough"] = tuple(args[cut + 1:])
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+@main.command(cls=_PassThroughCommand)
+@click.argument("inputs", metavar="INPUTS...", nargs=-1, required=True, type=click.Path(path_type=pathlib.Path))
+@click.option("--output-dir", type=click.Path(path_type=pathlib.Path), required=True, help="One folder per input; re-running resumes.")
+@click.option("--model-dir", type=click.Path(path_type=pathlib.Path), default=pathlib.Path.home() / "models", show_default=True, help="AF3 weights directory.")
+@click.option("--db-dir", multiple=True, help="Genetic database directory (repeatable), for the data pipeline.")
+@click.option("--af3-dir", default=None, help=AF3_DIR_HELP)
+@click.option("--run-data-pipeline/--no-run-data-pipeline", default=True, show_default=True)
+@click.option("--stage", type=click.Choice(["all", "data", "infer"]), default="all", show_default=True, help="data: MSA/template search only (once per distinct chain); infer: inference only, using the data stage's results.")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="A running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--scheduler-file", default=None, type=click.Path(path_type=pathlib.Path), help="A running Dask scheduler's file.")
+@click.option("--cluster", type=click.Choice(["slurm", "pbs"]), default=None, help="Start Dask workers as SLURM/PBS jobs (dask-jobqueue).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="--cluster: most jobs at once (adaptive); --print-sbatch: array size.")
+@click.option("--cores", type=click.IntRange(min=1), default=None, help="Cores per job (--cluster, --print-sbatch).")
+@click.option("--memory", default=None, help="Memory per job, e.g. 64GB (--cluster, --print-sbatch).")
+@click.option("--walltime", default="24:00:00", show_default=True, help="Per job; workers retire before it.")
+@click.option("--queue", default=None, help="Partition/queue (--cluster, --print-sbatch).")
+@click.option("--account", default=None, help="Account to charge (--cluster, --print-sbatch).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local cluster: worker processes (default: one per 8 cores, memory permitting).")
+@click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N of the task list in this process (no Dask).")
+@click.option("--print-sbatch", is_flag=True, help="Print an sbatch --array script running --jobs shards of this batch, and exit.")
+@click.option("--max-memory", default=None, metavar="GB|none", help="Memory a task may use (default: what is available, per worker); tasks forecast above it are recorded as failed.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True, help="Retries of a task whose worker failed or died.")
+@click.option("--num-recycles", type=click.IntRange(min=0), default=None, help="AF3 default: 10.")
+@click.option("--num-diffusion-samples", type=click.IntRange(min=1), default=None, help="AF3 default: 5.")
+@click.option("--buckets", default=None, help="As for predict. Default: CPU-sized buckets from 32 tokens.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="XLA threads per worker. Default: the worker's cores.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto", show_default=True)
+@click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax).")
+@click.option("--no-cache", is_flag=True, help="No compilation cache.")
+@click.pass_context
+def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline, stage, scheduler, scheduler_file, cluster, jobs, cores, memory,
+          walltime, queue, account, workers, shard, print_sbatch, max_memory, retries, num_recycles, num_diffusion_samples, buckets, threads, precision,
+          cache_dir, no_cache):
+    """Predict many INPUTS (AF3 JSON files or folders of them), one task per input and seed.
+
+    Runs on a local Dask cluster by default, on a running one with
+    --scheduler, on SLURM/PBS with --cluster, or as one shard with --shard.
+    Finished tasks are skipped when run again. Flags after `--` go to
+    run_alphafold.py unchanged.
+    """
+    from af3_cpu_patch import predict as predict_module
+    from af3_cpu_patch.batch import engines, runner, worker
+
+    extra = ctx.meta.get("passthrough", ())
+    cluster_options = engines.ClusterOptions(cluster=cluster, jobs=jobs, cores=cores, memory=memory, walltime=walltime, queue=queue, account=account)
+    if print_sbatch:
+        argv = _rerun_argv(ctx, drop=("print_sbatch", "jobs", "cores", "memory", "walltime", "queue", "account", "cluster", "shard"))
+        log_dir = output_dir.expanduser().resolve() / ".af3-cpu" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create the folder of --output itself
+        click.echo(engines.sbatch_script(argv, jobs, cluster_options, str(log_dir)))
+        return
+    if sum(bool(x) for x in (scheduler, scheduler_file, cluster, shard)) > 1:
+        raise UsageProblem("give at most one of --scheduler, --scheduler-file, --cluster and --shard")
+    settings = worker.Settings(
+        output_dir=output_dir.expanduser().resolve(), model_dir=model_dir.expanduser().resolve(), af3_dir=af3_dir,
+        db_dir=db_dir, buckets=buckets, num_recycles=num_recycles, num_diffusion_samples=num_diffusion_samples,
+        precision=precision, threads=threads,
+        cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE), extra=tuple(extra),
+    )
+    if stage != "data":
+        predict_module.check_model_dir(settings.model_dir)
+    if run_data_pipeline and stage != "infer":
+        predict_module.check_databases(predict_module.PredictOptions(input=output_dir, model_dir=model_dir, output_dir=output_dir, db_dir=db_dir))
+    if stage == "data" and not run_data_pipeline:
+        raise UsageProblem("--stage data runs the data pipeline: drop --no-run-data-pipeline")
+    request = runner.Request(
+        inputs=[p.expanduser().resolve() for p in inputs], settings=settings, run_data_pipeline=run_data_pipeline, stage=stage,
+        retries=retries, workers=workers, scheduler=scheduler, scheduler_file=str(scheduler_file) if scheduler_file else None,
+        cluster=cluster_options, shard=runner.parse_shard(shard) if shard else None, max_memory=max_memory,
+    )
+    summary = runner.run(request)
+    sys.exit(1 if summary["counts"]["failed"] or summary["counts"]["rejected_inputs"] else 0)

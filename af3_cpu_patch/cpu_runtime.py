@@ -76,10 +76,15 @@ def import_run_alphafold(root: pathlib.Path):
 
 
 def parse_flags(argv: list[str]) -> None:
-    """Parse absl flags for AF3 (and tokamax, which otherwise parses our own sys.argv)."""
+    """Parse absl flags for AF3 (and tokamax, which otherwise parses our own sys.argv).
+
+    Flags are reset first: a batch worker parses once per task, and a flag one
+    task set must not leak into the next.
+    """
     from absl import flags
 
     try:
+        flags.FLAGS.unparse_flags()
         flags.FLAGS(argv)
     except flags.Error as exc:
         raise UsageProblem(f"run_alphafold.py rejected the flags: {exc}") from None

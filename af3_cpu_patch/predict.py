@@ -19,7 +19,7 @@ import re
 import shutil
 import time
 
-from af3_cpu_patch import af3_checkout, cpu_runtime
+from af3_cpu_patch import af3_checkout, cpu_runtime, memory_forecast
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 WEIGHTS_FILE = re.compile(r".*(\.[0-9]+)?\.bin(\.zst)?(\.[0-9]+)?$")
@@ -36,6 +36,7 @@ VERSIONED_FLAGS = {
 # Token buckets for the CPU: fine steps where a CPU spends its time (stock AF3
 # pads everything to at least 256 tokens), then AF3's own buckets.
 CPU_BUCKETS = "32,48,64,96,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
+STOCK_BUCKETS = "256,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "af3-cpu" / "jax"
 
 
@@ -56,6 +57,7 @@ class PredictOptions:
     threads: int | None = None
     precision: str = "auto"
     cache_dir: pathlib.Path | None = DEFAULT_CACHE
+    max_memory: str | None = None
 
 
 def _say(message: str, start: float, quiet: bool) -> None:
@@ -77,6 +79,28 @@ def check_input(path: pathlib.Path) -> list[pathlib.Path]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageProblem(f"input {file} is not valid JSON ({exc}): fix the file (AF3 input format)") from None
     return files
+
+
+def effective_buckets(buckets: str | None) -> str:
+    return STOCK_BUCKETS if buckets == "stock" else (buckets or CPU_BUCKETS)
+
+
+def check_memory(files: list[pathlib.Path], options: PredictOptions) -> list[memory_forecast.Forecast]:
+    """Refuse inputs whose forecast peak memory exceeds ``--max-memory`` (default: what is available)."""
+    limit = memory_forecast.parse_max_memory(options.max_memory)
+    forecasts = []
+    for file in files:
+        data = json.loads(file.read_text())
+        if not isinstance(data, dict):  # AlphaFold Server format: AF3 reads it, we do not forecast it
+            continue
+        forecast = memory_forecast.forecast(data, effective_buckets(options.buckets))
+        forecasts.append(forecast)
+        if limit is not None and forecast.peak_gb > limit:
+            raise UsageProblem(
+                f"{forecast.describe()}, more than the {limit:g} GB available: use a machine with more memory, "
+                "free some, or pass --max-memory none to run anyway"
+            )
+    return forecasts
 
 
 def check_af3_accepts(path: pathlib.Path) -> None:
@@ -178,12 +202,15 @@ def staged_output(final: pathlib.Path):
 def run(options: PredictOptions) -> pathlib.Path:
     """Run AF3's pipeline on the CPU; returns the output directory."""
     start = time.monotonic()
-    check_input(options.input)
+    files = check_input(options.input)
+    forecasts = check_memory(files, options)
     check_model_dir(options.model_dir)
     check_databases(options)
     checkout = af3_checkout.find_checkout(options.af3_dir)
     check_versioned_options(options, checkout)
     _say(f"{checkout.install.describe()}; run_alphafold.py from {checkout.root}", start, options.quiet)
+    for forecast in forecasts:
+        _say(forecast.describe(), start, options.quiet)
 
     threads = cpu_runtime.prepare(options.threads)
     cpu_runtime.precision = cpu_runtime.resolve_precision(options.precision)

@@ -14,7 +14,7 @@ import sys
 import types
 from typing import Callable
 
-from af3_cpu_patch import cpu_runtime, progress, result_check
+from af3_cpu_patch import cpu_runtime, model_reuse, progress, result_check
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
 from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
@@ -183,6 +183,18 @@ PRECISION_POLICY = WrapperPatch(
     function="make_model_config",
     versions=("3.0.0", "3.0.4"),
     wrapper=cpu_runtime.model_config_wrapper,
+)
+
+KEEP_MODEL = WrapperPatch(
+    name="keep-model",
+    why=(
+        "run_alphafold.main() builds a new ModelRunner per call; a batch worker calls it per task "
+        "and keeps one runner, so weights load and the model compiles once per process."
+    ),
+    modules=RUN_ALPHAFOLD,
+    function="ModelRunner",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=model_reuse.keep_model_wrapper,
 )
 
 DEFAULT = (JAX_TRITON_FALLBACK,)

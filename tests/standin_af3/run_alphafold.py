@@ -7,12 +7,21 @@ unpatched), a ``ModelRunner`` whose ``run_inference`` returns
 ``diffusion_samples.atom_positions`` from the stand-in sampler under jit, and
 ``extract_inference_results`` feeding the writer.  Set
 ``STANDIN_DENOISER=nan`` to make the denoiser produce NaN.
+
+For the batch tests it also mimics what a batch relies on: a data pipeline
+that fills MSAs of chains without them (``--run_data_pipeline``, logged to
+``STANDIN_DATA_LOG``) and writes ``<name>_data.json``; ``--run_inference``;
+a ranking CSV and the top sample at the job's top level; a model whose
+construction is slow (``STANDIN_LOAD_SECONDS``) and logged per process
+(``STANDIN_LOAD_LOG``); a slow prediction (``STANDIN_PREDICT_SECONDS``); and
+inputs named ``fail*`` are rejected with a ValueError, as AF3 rejects bad input.
 """
 
 import dataclasses
 import json
 import os
 import pathlib
+import time
 import types
 
 import jax
@@ -26,6 +35,7 @@ _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Directory of input JSON fil
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Output directory.")
 MODEL_DIR = flags.DEFINE_string("model_dir", None, "Weights directory.")
 _RUN_DATA_PIPELINE = flags.DEFINE_bool("run_data_pipeline", True, "Run the data pipeline.")
+_RUN_INFERENCE = flags.DEFINE_bool("run_inference", True, "Run inference.")
 DB_DIR = flags.DEFINE_multi_string("db_dir", ["/nonexistent"], "Database directories.")
 _GPU_DEVICE = flags.DEFINE_integer("gpu_device", 0, "Device index.")
 _FLASH_ATTENTION_IMPLEMENTATION = flags.DEFINE_enum(
@@ -36,6 +46,7 @@ _NUM_DIFFUSION_SAMPLES = flags.DEFINE_integer("num_diffusion_samples", 5, "Sampl
 _NUM_SEEDS = flags.DEFINE_integer("num_seeds", None, "Seeds per input.")
 _BUCKETS = flags.DEFINE_list("buckets", ["256"], "Token buckets.")
 _JAX_COMPILATION_CACHE_DIR = flags.DEFINE_string("jax_compilation_cache_dir", None, "Compilation cache.")
+_SAVE_EMBEDDINGS = flags.DEFINE_bool("save_embeddings", False, "Write single and pair embeddings per seed.")
 
 
 @dataclasses.dataclass
@@ -58,10 +69,15 @@ def make_model_config(*, flash_attention_implementation="triton", num_diffusion_
 
 class ModelRunner:
     def __init__(self, device, num_samples):
+        if os.environ.get("STANDIN_LOAD_LOG"):
+            with open(os.environ["STANDIN_LOAD_LOG"], "a") as log:
+                log.write(f"{os.getpid()}\n")
+        time.sleep(float(os.environ.get("STANDIN_LOAD_SECONDS", "0")))
         self._device = device
         self._num_samples = num_samples
 
     def run_inference(self, example, rng_key):
+        time.sleep(float(os.environ.get("STANDIN_PREDICT_SECONDS", "0")))
         mask = jnp.ones((example["num_tokens"], 4))
         config = diffusion_head.SampleConfig(num_samples=self._num_samples)
         nan = os.environ.get("STANDIN_DENOISER") == "nan"
@@ -81,6 +97,37 @@ class ModelRunner:
                 )
             )
         return results
+
+
+def _trunk(sequence, bucket, bf16):
+    """A small masked-attention trunk over the padded tokens, in bf16 like AF3's unless told f32.
+
+    What the fidelity tests need of a trunk: padding to the bucket is masked,
+    so the real tokens' embeddings depend on the bucket only through summation
+    order, and the precision setting changes the arithmetic.
+    """
+    dtype = jnp.bfloat16 if bf16 else jnp.float32
+    n = len(sequence)
+    k_in, k_q, k_k, k_pair = jax.random.split(jax.random.PRNGKey(0), 4)
+    w_in = jax.random.normal(k_in, (21, 32)) / 4
+    w_q, w_k = jax.random.normal(k_q, (32, 32)) / 6, jax.random.normal(k_k, (32, 32)) / 6
+    w_pair = jax.random.normal(k_pair, (32, 16)) / 6
+    residues = jnp.array(["ACDEFGHIKLMNPQRSTVWYX".find(c) % 21 for c in sequence] + [20] * (bucket - n))
+    mask = jnp.arange(bucket) < n
+
+    @jax.jit
+    def run(residues):
+        x = jax.nn.one_hot(residues, 21) @ w_in
+        for _ in range(4):
+            xd = x.astype(dtype)
+            logits = ((xd @ w_q.astype(dtype)) @ (xd @ w_k.astype(dtype)).T).astype(jnp.float32) / jnp.sqrt(32.0)
+            attention = jax.nn.softmax(jnp.where(mask[None, :], logits, -1e9), axis=-1)
+            x = x + (attention.astype(dtype) @ xd).astype(jnp.float32)
+        pair = (x[:, None, :] * x[None, :, :]).astype(dtype) @ w_pair.astype(dtype)
+        return x, pair.astype(jnp.float32)
+
+    single, pair = run(residues)
+    return np.asarray(single)[:n], np.asarray(pair)[:n, :n]
 
 
 def _inputs():
@@ -104,28 +151,54 @@ def main(_):
         num_diffusion_samples=_NUM_DIFFUSION_SAMPLES.value,
         num_recycles=_NUM_RECYCLES.value,
     )
-    runner = ModelRunner(devices[_GPU_DEVICE.value], config.num_samples)
+    runner = ModelRunner(devices[_GPU_DEVICE.value], config.num_samples) if _RUN_INFERENCE.value else None
     for path in _inputs():
         fold_input = json.loads(path.read_text())
         name = fold_input["name"]
-        num_tokens = sum(len(s["protein"]["sequence"]) for s in fold_input["sequences"])
+        if name.startswith("fail"):
+            raise ValueError(f"stand-in rejects input {name!r}")
         out_dir = pathlib.Path(_OUTPUT_DIR.value) / name
         out_dir.mkdir(parents=True, exist_ok=True)
+        if _RUN_DATA_PIPELINE.value:
+            for entry in fold_input["sequences"]:
+                (kind, chain), = entry.items()
+                if kind in ("protein", "rna") and chain.get("unpairedMsa") is None:
+                    chain.update(unpairedMsa=f">query\n{chain['sequence']}\n", pairedMsa="", templates=[])
+                    if os.environ.get("STANDIN_DATA_LOG"):
+                        with open(os.environ["STANDIN_DATA_LOG"], "a") as log:
+                            log.write(f"{chain['sequence']}\n")
+        (out_dir / f"{name}_data.json").write_text(json.dumps(fold_input))
+        if runner is None:
+            continue
+        num_tokens = sum(len(s["protein"]["sequence"]) for s in fold_input["sequences"])
+        ranking, best = [], None
         for seed in fold_input["modelSeeds"]:
             batch = {"num_tokens": num_tokens}
             result = runner.run_inference(batch, jax.random.PRNGKey(seed))
             samples = runner.extract_inference_results(batch, result, name)
+            if _SAVE_EMBEDDINGS.value:
+                sequence = "".join(s["protein"]["sequence"] for s in fold_input["sequences"])
+                bucket = next(b for b in map(int, _BUCKETS.value) if b >= len(sequence))
+                single, pair = _trunk(sequence, bucket, config.global_config.bfloat16 == "all")
+                embeddings_dir = out_dir / f"seed-{seed}_embeddings"
+                embeddings_dir.mkdir()
+                np.savez(embeddings_dir / f"{name}_seed-{seed}_embeddings.npz", single_embeddings=single, pair_embeddings=pair)
             for index, sample in enumerate(samples):
                 sample_dir = out_dir / f"seed-{seed}_sample-{index}"
                 sample_dir.mkdir()
                 np.savetxt(sample_dir / f"{name}_model.xyz", sample.predicted_structure.coords)
-        (out_dir / f"{name}_ranking_scores.csv").write_text("seed,sample,ranking_score\n")
+                score = (seed % 7) / 10 + index / 100
+                ranking.append(f"{seed},{index},{score}")
+                if best is None or score > best[0]:
+                    best = (score, sample)
+        (out_dir / f"{name}_ranking_scores.csv").write_text("\n".join(["seed,sample,ranking_score", *ranking]) + "\n")
+        np.savetxt(out_dir / f"{name}_model.xyz", best[1].predicted_structure.coords)
+        (out_dir / f"{name}_summary_confidences.json").write_text(json.dumps({"ranking_score": best[0]}))
         # What the stand-in was asked to run with, for the CLI tests.
         (out_dir / "standin_settings.json").write_text(json.dumps({
             "bfloat16": config.global_config.bfloat16, "buckets": _BUCKETS.value,
             "cache": _JAX_COMPILATION_CACHE_DIR.value, "cpus": len(os.sched_getaffinity(0)),
         }))
-
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["output_dir"])

@@ -1,0 +1,162 @@
+"""The work of one task, in a process that keeps AF3 loaded between tasks.
+
+A worker process (a Dask worker, or the process running a ``--shard``)
+applies the plugin's patches before AF3 is imported, imports AF3's stock
+``run_alphafold.py`` once, and calls its ``main()`` per task with that task's
+flags.  The ``keep-model`` patch makes every ``main()`` reuse one
+``ModelRunner``, so weights load and each bucket compiles once per process;
+AF3 caches its chemical components dictionary per process itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import socket
+import time
+
+from af3_cpu_patch import cpu_runtime, model_reuse, predict
+from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch.batch import layout, plan
+from af3_cpu_patch.result_check import NonFiniteResult
+
+
+class InputFailure(Exception):
+    """A task that fails the same way every time (AF3 rejected the input, non-finite result): not retried."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every task of a batch shares; sent to workers with each task."""
+
+    output_dir: pathlib.Path
+    model_dir: pathlib.Path
+    af3_dir: str | None = None
+    db_dir: tuple[str, ...] = ()
+    buckets: str | None = None
+    num_recycles: int | None = None
+    num_diffusion_samples: int | None = None
+    precision: str = "auto"
+    threads: int | None = None
+    cache_dir: pathlib.Path | None = predict.DEFAULT_CACHE
+    extra: tuple[str, ...] = ()
+
+    def options(self, input_path: pathlib.Path, output_dir: pathlib.Path, data_pipeline: bool) -> predict.PredictOptions:
+        return predict.PredictOptions(
+            input=input_path, model_dir=self.model_dir, output_dir=output_dir, db_dir=self.db_dir, af3_dir=self.af3_dir,
+            run_data_pipeline=data_pipeline, num_recycles=self.num_recycles, num_diffusion_samples=self.num_diffusion_samples,
+            buckets=self.buckets, extra=self.extra, quiet=True, threads=self.threads, precision=self.precision,
+            cache_dir=self.cache_dir,
+        )
+
+
+class Session:
+    """AF3 imported once in this process, with the batch patches."""
+
+    def __init__(self, settings: Settings):
+        import af3_cpu_patch
+        from af3_cpu_patch import af3_checkout
+        from af3_cpu_patch.patches import BATCH_PATCHES
+
+        self.settings = settings
+        self.checkout = af3_checkout.find_checkout(settings.af3_dir)
+        self.threads = cpu_runtime.prepare(settings.threads)
+        cpu_runtime.precision = cpu_runtime.resolve_precision(settings.precision)
+        af3_cpu_patch.install(BATCH_PATCHES)
+        self.run_alphafold = cpu_runtime.import_run_alphafold(self.checkout.root)
+        self.tasks_run = 0
+
+    def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool) -> pathlib.Path:
+        """AF3's ``main()`` on one input JSON; returns the folder AF3 wrote."""
+        input_path = workdir / "input.json"
+        input_path.write_text(json.dumps(input_json))
+        af3_out = workdir / "af3"
+        options = self.settings.options(input_path, af3_out, data_pipeline)
+        argv = predict.af3_flags(options, self.checkout, af3_out)
+        if not inference:
+            argv.append("--run_inference=false")
+        cpu_runtime.parse_flags(argv)
+        try:
+            self.run_alphafold.main(argv)
+        except (NonFiniteResult, UsageProblem) as exc:
+            raise InputFailure(str(exc)) from None
+        except ValueError as exc:  # AF3's way of rejecting an input (bad sequence, unknown CCD code, ...)
+            raise InputFailure(f"AF3 rejected the input: {exc}") from None
+        written = [p for p in af3_out.iterdir() if p.is_dir()]
+        if len(written) != 1:
+            raise RuntimeError(f"expected one AF3 output folder in {af3_out}, found {len(written)}")
+        self.tasks_run += 1
+        return written[0]
+
+    def chain_data(self, chains: tuple[plan.ChainData, ...]) -> dict[str, dict]:
+        out = self.settings.output_dir
+        found = {}
+        for chain in chains:
+            path = layout.chain_file(out, chain)
+            if path.is_file():
+                found[chain.key] = json.loads(path.read_text())
+        return found
+
+
+_session: Session | None = None
+
+
+def session(settings: Settings) -> Session:
+    """This process's session, made on first use and kept (a worker serves many tasks)."""
+    global _session
+    if _session is None or _session.settings != settings:
+        _session = Session(settings)
+    return _session
+
+
+def _marker(started: float, **extra) -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "seconds": round(time.monotonic() - started, 1),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "models_built_in_process": model_reuse.built, **extra}
+
+
+def run_chain(chain: plan.ChainData, settings: Settings) -> str:
+    """Data pipeline for one distinct chain; its MSA/template fields land in the chain cache."""
+    out = settings.output_dir
+    path = layout.chain_file(out, chain)
+    if path.is_file():
+        return str(path)
+    work = session(settings)
+    with layout.staging(path.parent) as folder:
+        written = work.run_main(plan.chain_input(chain), folder, data_pipeline=True, inference=False)
+        data_json = next(written.glob("*_data.json"), None)
+        if data_json is None:
+            raise RuntimeError(f"AF3's data pipeline wrote no *_data.json in {written}")
+        (entry,) = json.loads(data_json.read_text())["sequences"]
+        fields = entry[chain.kind]
+        layout.write_json_atomic(path, {k: fields.get(k) for k in plan.DATA_FIELDS[chain.kind]})
+    return str(path)
+
+
+def run_task(task: plan.Task, settings: Settings, *chain_results) -> dict:
+    """Inference for one (input, seed): run, publish atomically, mark done.
+
+    ``chain_results`` are the data tasks this one waited for (Dask passes
+    their results).  Input failures are returned, not raised, so they are not
+    retried; anything else raises and the engine retries it.
+    """
+    started = time.monotonic()
+    out = settings.output_dir
+    if layout.is_done(out, task):
+        return {"task": task.key, "status": "done", "skipped": True}
+    work = session(settings)
+    chain_data = work.chain_data(task.chains)
+    missing = [c for c in task.chains if c.key not in chain_data]
+    try:
+        if missing:
+            raise InputFailure(f"no data-pipeline result for {len(missing)} chain(s): run the data stage first "
+                               "(--stage data or all), or give MSAs in the input")
+        with layout.staging(out / task.job) as folder:
+            written = work.run_main(plan.task_input(task, chain_data), folder, data_pipeline=False, inference=True)
+            layout.publish(written, layout.task_dir(out, task), _marker(started, task=task.key, bucket=task.bucket))
+    except InputFailure as exc:
+        return {"task": task.key, "status": "failed", "error": str(exc), "retry": False}
+    layout.clear_failure(out, task)
+    return {"task": task.key, "status": "done", "seconds": round(time.monotonic() - started, 1), "pid": os.getpid(),
+            "host": socket.gethostname()}

@@ -1,0 +1,116 @@
+"""Peak-memory forecast of a CPU run, before anything heavy is loaded.
+
+Why: an AF3 run that runs out of memory dies after minutes of loading and
+compiling, often taking the machine's other work with it (the OOM killer).
+The peak RSS of ``af3-cpu predict`` grows with the token bucket (pair
+activations are bucket x bucket); ``benchmarks/memory.py`` measures it per
+bucket and fits ``a + b*bucket + c*bucket**2``, whose coefficients are below.
+Tokens are counted from the input JSON without AF3: residues and nucleotides
+one each, ligands one per heavy atom (a CCD ligand, whose atoms only AF3's
+dictionary knows, counts as ``CCD_LIGAND_TOKENS``), so the forecast errs high.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+
+# Fitted by benchmarks/memory.py (benchmarks/measured/memory-*.json), af3-cpu defaults, 5 samples.
+FIT_A_B_C = (6.2, 0.0, 3.0e-5)
+MARGIN = 1.10  # forecast = fit x margin: the fit is of one machine's runs
+CCD_LIGAND_TOKENS = 64  # heavy atoms of a large CCD ligand (ATP has 31, heme 43)
+MODIFICATION_TOKENS = 10  # a modified residue is tokenised per atom
+
+_SMILES_HEAVY_ATOM = re.compile(r"\[(?!H\d*[+\-\]])[^\]]+\]|Cl|Br|[BCNOSPFI]|[bcnops]")
+
+
+def count_tokens(fold_input: dict) -> int:
+    """AF3 tokens of an AF3-dialect input JSON (an upper estimate for CCD ligands)."""
+    total = 0
+    for entry in fold_input.get("sequences", []):
+        (kind, chain), = entry.items()
+        ids = chain.get("id", "A")
+        copies = len(ids) if isinstance(ids, list) else 1
+        if kind in ("protein", "rna", "dna"):
+            tokens = len(chain.get("sequence", "")) + MODIFICATION_TOKENS * len(chain.get("modifications", []))
+        elif kind == "ligand":
+            smiles = chain.get("smiles")
+            tokens = len(_SMILES_HEAVY_ATOM.findall(smiles)) if smiles else CCD_LIGAND_TOKENS * len(chain.get("ccdCodes", []))
+        else:
+            tokens = 0
+        total += tokens * copies
+    return total
+
+
+def parse_buckets(buckets: str) -> list[int]:
+    return sorted(int(b) for b in buckets.split(","))
+
+
+def bucket_for(tokens: int, buckets: str | None = None) -> int:
+    """The bucket AF3 pads ``tokens`` to (past the last bucket: the tokens themselves, as AF3 does)."""
+    from af3_cpu_patch.predict import effective_buckets
+
+    for bucket in parse_buckets(effective_buckets(buckets)):
+        if tokens <= bucket:
+            return bucket
+    return tokens
+
+
+def forecast_gb(bucket: int) -> float:
+    a, b, c = FIT_A_B_C
+    return round((a + b * bucket + c * bucket * bucket) * MARGIN, 1)
+
+
+def _meminfo_available_gb() -> float | None:
+    try:
+        match = re.search(r"^MemAvailable:\s+(\d+) kB", pathlib.Path("/proc/meminfo").read_text(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) / 2**20 if match else None
+
+
+def _cgroup_available_gb() -> float | None:
+    try:
+        limit = pathlib.Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(pathlib.Path("/sys/fs/cgroup/memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else (int(limit) - used) / 2**30
+
+
+def available_gb() -> float | None:
+    """Memory this process can still get: the smaller of the system's and its cgroup's."""
+    values = [v for v in (_meminfo_available_gb(), _cgroup_available_gb()) if v is not None]
+    return round(min(values), 1) if values else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Forecast:
+    name: str
+    tokens: int
+    bucket: int
+    peak_gb: float
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.tokens} tokens -> bucket {self.bucket}, forecast peak memory {self.peak_gb} GB"
+
+
+def forecast(fold_input: dict, buckets: str | None = None) -> Forecast:
+    tokens = count_tokens(fold_input)
+    bucket = bucket_for(tokens, buckets)
+    return Forecast(fold_input.get("name", "?"), tokens, bucket, forecast_gb(bucket))
+
+
+def parse_max_memory(value: str | None) -> float | None:
+    """``--max-memory``: GB as a number, 'none' for no check; default (None) means what is available."""
+    if value is None:
+        return available_gb()
+    if value.strip().lower() == "none":
+        return float("inf")
+    try:
+        return float(value.strip().upper().removesuffix("GB").removesuffix("G"))
+    except ValueError:
+        from af3_cpu_patch.af3_checkout import UsageProblem
+
+        raise UsageProblem(f"--max-memory {value!r} is not a size: give GB as a number (e.g. 20) or 'none'") from None

@@ -1,0 +1,52 @@
+"""The memory forecast: tokens from the input JSON, buckets, and refusing what will not fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from af3_cpu_patch import memory_forecast as mf
+from af3_cpu_patch.af3_checkout import UsageProblem
+from tests.test_cli import SMALL_INPUT, assert_one_line_error, invoke, workdir  # noqa: F401 - fixture
+
+
+def test_tokens_counted_from_the_json():
+    fold_input = {"sequences": [
+        {"protein": {"id": ["A", "B"], "sequence": "MKTAY", "modifications": [{"ptmType": "SEP", "ptmPosition": 2}]}},
+        {"rna": {"id": "C", "sequence": "ACGU"}},
+        {"ligand": {"id": "D", "smiles": "CC(=O)[O-]"}},  # 4 heavy atoms
+        {"ligand": {"id": ["E", "F"], "ccdCodes": ["ATP"]}},
+    ]}
+    assert mf.count_tokens(fold_input) == 2 * (5 + mf.MODIFICATION_TOKENS) + 4 + 4 + 2 * mf.CCD_LIGAND_TOKENS
+
+
+def test_buckets():
+    assert [mf.bucket_for(n) for n in (1, 32, 33, 200, 257)] == [32, 32, 48, 256, 384]
+    assert mf.bucket_for(40, "stock") == 256
+    assert mf.bucket_for(9000, "32,64") == 9000  # past the last bucket AF3 does not pad
+
+
+def test_forecast_grows_with_the_bucket():
+    values = [mf.forecast_gb(b) for b in (32, 64, 128, 256, 512, 1024)]
+    assert values == sorted(values) and values[0] > 1 and values[-1] > values[0]
+
+
+def test_max_memory_values():
+    assert mf.parse_max_memory("none") == float("inf")
+    assert mf.parse_max_memory("20GB") == 20 and mf.parse_max_memory("12.5") == 12.5
+    with pytest.raises(UsageProblem, match="not a size"):
+        mf.parse_max_memory("lots")
+    available = mf.available_gb()
+    assert available is None or available > 0
+
+
+def test_predict_refuses_an_input_that_will_not_fit(workdir):  # noqa: F811 - fixture
+    big = {**SMALL_INPUT, "sequences": [{"protein": {"id": "A", "sequence": "M" * 600, "unpairedMsa": "", "pairedMsa": "", "templates": []}}]}
+    (workdir / "big.json").write_text(json.dumps(big))
+    result = invoke("predict", workdir / "big.json", "--model-dir", workdir / "weights", "--output-dir", workdir / "out",
+                    "--no-run-data-pipeline", "--max-memory", "8")
+    assert_one_line_error(result, 2, "600 tokens -> bucket 768", "forecast peak memory", "more than the 8 GB", "--max-memory none")
+    assert not (workdir / "out").exists()
+    result = invoke("predict", workdir / "big.json", "--model-dir", workdir / "weights", "--max-memory", "much")
+    assert_one_line_error(result, 2, "--max-memory", "not a size")

@@ -1,0 +1,54 @@
+"""Fidelity of the CPU defaults on the stand-in AF3, through ``af3-cpu predict`` (runs in CI).
+
+The same checks as ``test_real_af3_fidelity`` with the same tolerances: the
+real tokens' trunk embeddings at the CPU bucket vs AF3's stock 256 bucket,
+and with an f32 vs a bf16 trunk.  The stand-in's trunk pads to the bucket it
+is given and computes in the precision its model config says, so this checks
+that ``predict``'s bucket and precision settings reach the model, and that
+neither moves the embeddings beyond the tolerances.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.test_cli import run_cli, workdir  # noqa: F401 - fixture
+from tests.helpers import STANDIN_CHECKOUT
+from tests.test_real_af3_fidelity import PADDING_TOLERANCE, PRECISION_TOLERANCE, _relative_rms
+
+
+def _embeddings(workdir, tag, *options):  # noqa: F811 - fixture
+    out = workdir / tag
+    proc = run_cli(["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
+                    "--no-run-data-pipeline", "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT, "--quiet",
+                    *options, "--", "--save_embeddings=true"])
+    assert proc.returncode == 0, proc.stderr
+    settings = json.loads((out / "tiny" / "standin_settings.json").read_text())
+    arrays = np.load(out / "tiny" / "seed-1_embeddings" / "tiny_seed-1_embeddings.npz")
+    return settings, arrays["single_embeddings"], arrays["pair_embeddings"]
+
+
+@pytest.fixture
+def default_run(workdir):  # noqa: F811 - fixture
+    return _embeddings(workdir, "default")
+
+
+def test_cpu_bucket_matches_stock_bucket(workdir, default_run):  # noqa: F811 - fixture
+    settings, *small = default_run
+    stock_settings, *stock = _embeddings(workdir, "stock", "--buckets", "stock")
+    assert settings["buckets"][0] == "32" and stock_settings["buckets"] == ["256"]
+    for name, a, b in zip(("single", "pair"), small, stock):
+        assert a.shape == b.shape and np.isfinite(a).all()
+        assert _relative_rms(a, b) < PADDING_TOLERANCE, name
+
+
+def test_f32_trunk_matches_bf16_trunk(workdir):  # noqa: F811 - fixture
+    bf16_settings, *bf16 = _embeddings(workdir, "bf16", "--precision", "bf16")
+    f32_settings, *f32 = _embeddings(workdir, "f32", "--precision", "f32")
+    assert (bf16_settings["bfloat16"], f32_settings["bfloat16"]) == ("all", "none")
+    for name, a, b in zip(("single", "pair"), f32, bf16):
+        assert a.tobytes() != b.tobytes(), f"{name}: the precision setting did not reach the trunk"
+        assert _relative_rms(a, b) < PRECISION_TOLERANCE, name
