@@ -36,7 +36,7 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except KeyboardInterrupt:
-            _fail("interrupted; nothing was written", 130, debug)
+            _fail("interrupted; no partial output was written", 130, debug)
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             from af3_cpu_patch.result_check import NonFiniteResult
 
@@ -181,7 +181,7 @@ class _PassThroughCommand(click.Command):
 @click.option("--walltime", default="24:00:00", show_default=True, help="Per job; workers retire before it.")
 @click.option("--queue", default=None, help="Partition/queue (--cluster, --print-sbatch).")
 @click.option("--account", default=None, help="Account to charge (--cluster, --print-sbatch).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local cluster: worker processes (default: one per 8 cores, memory permitting).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Local cluster: worker processes, each with its share of cores and memory (default 1: all of them).")
 @click.option("--shard", default=None, metavar="I/N", help="Run only shard I of N of the task list in this process (no Dask).")
 @click.option("--print-sbatch", is_flag=True, help="Print an sbatch --array script running --jobs shards of this batch, and exit.")
 @click.option("--max-memory", default=None, metavar="GB|none", help="Memory a task may use (default: what is available, per worker); tasks forecast above it are recorded as failed.")
@@ -227,8 +227,6 @@ def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline
         predict_module.check_model_dir(settings.model_dir)
     if run_data_pipeline and stage != "infer":
         predict_module.check_databases(predict_module.PredictOptions(input=output_dir, model_dir=model_dir, output_dir=output_dir, db_dir=db_dir))
-    if stage == "data" and not run_data_pipeline:
-        raise UsageProblem("--stage data runs the data pipeline: drop --no-run-data-pipeline")
     request = runner.Request(
         inputs=[p.expanduser().resolve() for p in inputs], settings=settings, run_data_pipeline=run_data_pipeline, stage=stage,
         retries=retries, workers=workers, scheduler=scheduler, scheduler_file=str(scheduler_file) if scheduler_file else None,

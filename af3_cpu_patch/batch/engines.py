@@ -1,7 +1,8 @@
 """Where batch tasks run: existing engines only, no scheduler of our own.
 
 - ``local``: a ``distributed.LocalCluster`` on 127.0.0.1 sized to this
-  machine (one worker process per slice of cores, one task at a time each);
+  machine (one worker process with all its cores and memory, or ``--workers``
+  processes with a slice each; one task at a time per worker);
 - ``scheduler``: a running Dask scheduler (``--scheduler`` / ``--scheduler-file``);
 - ``slurm`` / ``pbs``: ``dask-jobqueue`` clusters with worker lifetimes under
   the walltime and adaptive scaling;
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import math
 import os
 import shlex
 
@@ -78,12 +78,15 @@ def worker_lifetime(walltime: str) -> tuple[str, str]:
 
 
 def local_layout(workers: int | None) -> tuple[int, int, float]:
-    """(workers, cores each, GB each) for this machine: by default one worker per 8 cores, memory permitting."""
+    """(workers, cores each, GB each) on this machine.
+
+    By default one worker holding every core and all available memory: XLA
+    parallelises one prediction over the cores, and a second model in memory
+    only pays off where one task cannot use the machine (``--workers N``).
+    """
     cores = cpu_info.usable_cores()
     memory = memory_forecast.available_gb() or 8.0
-    if workers is None:
-        smallest = memory_forecast.forecast_gb(32)
-        workers = max(1, min(math.ceil(cores / 8), int(memory // smallest)))
+    workers = workers or 1
     if workers > cores:
         raise UsageProblem(f"--workers {workers} exceeds the {cores} cores here: give at most {cores}")
     return workers, cores // workers, round(memory / workers, 1)

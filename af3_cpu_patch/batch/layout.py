@@ -1,7 +1,7 @@
 """Where a batch writes, and how a result appears: whole, or not at all.
 
     OUTPUT_DIR/<job>/seed-<S>/          AF3's own output of one seed (published by one rename)
-    OUTPUT_DIR/<job>/seed-<S>/af3_cpu_task.json   done marker, written last
+    OUTPUT_DIR/<job>/seed-<S>/af3_cpu_task.json   done marker (with the input's digest), written last
     OUTPUT_DIR/<job>/seed-<S>.failed.json         the error of a task that failed
     OUTPUT_DIR/<job>/<job>_model.cif, ..._ranking_scores.csv   the merge: best seed, ranking across seeds
     OUTPUT_DIR/.af3-cpu/chains/<key>.json         data-pipeline results per distinct chain
@@ -47,7 +47,12 @@ def chain_file(out: pathlib.Path, chain: ChainData) -> pathlib.Path:
 
 
 def is_done(out: pathlib.Path, task: Task) -> bool:
-    return (task_dir(out, task) / DONE).is_file()
+    """The task's result is in place, marked done, and was made from the same input."""
+    marker = task_dir(out, task) / DONE
+    try:
+        return json.loads(marker.read_text()).get("input_digest") == task.digest
+    except (OSError, ValueError):
+        return False
 
 
 def write_json_atomic(path: pathlib.Path, data) -> None:

@@ -46,6 +46,7 @@ class Task:
     bucket: int
     forecast_gb: float
     chains: tuple[ChainData, ...] = ()  # chains waiting for the data pipeline
+    digest: str = ""  # of this task's input: a result made from another input is not "done"
 
     @property
     def key(self) -> str:
@@ -115,7 +116,8 @@ def make_plan(files: list[pathlib.Path], buckets: str | None, run_data_pipeline:
                             wanted.append(chains.setdefault((kind, chain["sequence"]), ChainData(kind, chain["sequence"])))
                 forecast = memory_forecast.forecast(fold_input, buckets)
                 for seed in dict.fromkeys(seeds):
-                    tasks.append(Task(job, seed, str(file), index, forecast.tokens, forecast.bucket, forecast.peak_gb, tuple(wanted)))
+                    digest = hashlib.sha256(json.dumps({**fold_input, "modelSeeds": [seed]}, sort_keys=True).encode()).hexdigest()
+                    tasks.append(Task(job, seed, str(file), index, forecast.tokens, forecast.bucket, forecast.peak_gb, tuple(wanted), digest))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             rejected[str(file)] = str(exc) or type(exc).__name__
     tasks.sort(key=lambda t: (t.bucket, t.job, t.seed))

@@ -195,7 +195,7 @@ def _client_for(request: Request, batch: Batch):
 def run(request: Request) -> dict:
     """Run the batch; returns the summary (also written to OUTPUT_DIR/batch_summary.json)."""
     out = request.settings.output_dir
-    if request.stage in ("data", "all") and not request.run_data_pipeline and request.stage == "data":
+    if request.stage == "data" and not request.run_data_pipeline:
         raise UsageProblem("--stage data runs the data pipeline: drop --no-run-data-pipeline")
     batch = Batch(request)
     out.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,8 @@ def run_task(task: plan.Task, settings: Settings, *chain_results) -> dict:
                                "(--stage data or all), or give MSAs in the input")
         with layout.staging(out / task.job) as folder:
             written = work.run_main(plan.task_input(task, chain_data), folder, data_pipeline=False, inference=True)
-            layout.publish(written, layout.task_dir(out, task), _marker(started, task=task.key, bucket=task.bucket))
+            layout.publish(written, layout.task_dir(out, task), _marker(started, task=task.key, bucket=task.bucket,
+                                                                             input_digest=task.digest))
     except InputFailure as exc:
         return {"task": task.key, "status": "failed", "error": str(exc), "retry": False}
     layout.clear_failure(out, task)
