@@ -50,6 +50,7 @@ class Progress:
             self.say(f"{result['task']} failed: {result.get('error', '')}")
         elif result.get("skipped"):
             self.skipped += 1
+            return  # the start line already said how many were done before
         else:
             self.done += 1
         self.say(self.line())

@@ -101,7 +101,8 @@ class Batch:
             chains = chains[index::count]
         done, todo = self.tasks_todo(tasks)
         with report.Progress(len(done) + len(todo), self.request.interval,
-                             where=f"shard {index}/{count}: {len(todo)} task(s) to run, {len(done)} done before") as progress:
+                             where=f"shard {index}/{count}: {len(todo)} task(s) and {len(chains)} data-pipeline chain(s) to run, "
+                                   f"{len(done)} task(s) done before") as progress:
             for task in done:
                 progress.record({"task": task.key, "status": "done", "skipped": True})
                 self.maybe_merge(task.job)
@@ -150,6 +151,7 @@ class Batch:
             return sum(1 for keys in client.processing().values() for k in keys if k in task_keys)
 
         total = len(done) + len(todo)
+        where += f": {len(todo)} task(s) and {len(chains)} data-pipeline chain(s) to run, {len(done)} task(s) done before"
         with report.Progress(total, self.request.interval, running=running, where=where) as progress:
             for task in done:
                 progress.record({"task": task.key, "status": "done", "skipped": True})
