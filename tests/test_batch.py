@@ -54,12 +54,22 @@ def batch_dir(tmp_path):
     return tmp_path
 
 
+def standin_env(tmp_path, **extra) -> dict:
+    """Environment of a process that imports the stand-in AF3 and logs its model loads and data searches."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
+    env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
+    env["STANDIN_LOAD_LOG"] = str(tmp_path / "loads.log")
+    env["STANDIN_DATA_LOG"] = str(tmp_path / "data.log")
+    return {**env, **extra}
+
+
+def run_snippet(code: str, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env=standin_env(pathlib.Path(str(args[0])).parent))
+
+
 def batch_cli(tmp_path, *args, env=None, wait=True, timeout=600):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
-    full_env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
-    full_env["STANDIN_LOAD_LOG"] = str(tmp_path / "loads.log")
-    full_env["STANDIN_DATA_LOG"] = str(tmp_path / "data.log")
-    full_env.update(env or {})
+    full_env = standin_env(tmp_path, **(env or {}))
     cmd = [sys.executable, "-m", "af3_cpu_patch", "batch", "--model-dir", str(tmp_path / "weights"),
            "--af3-dir", str(STANDIN_CHECKOUT), "--no-cache", "--max-memory", "100", *map(str, args)]
     if not wait:
@@ -187,10 +197,7 @@ runner.run(runner.Request(inputs=[pathlib.Path(sys.argv[2])], settings=settings,
 
 def test_a_crash_before_the_rename_leaves_no_visible_output(batch_dir):
     out = batch_dir / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
-    env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
-    proc = subprocess.run([sys.executable, "-c", CRASH_BEFORE_RENAME, str(out), str(batch_dir / "inputs" / "job0.json"),
-                           str(batch_dir / "weights"), str(STANDIN_CHECKOUT)], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_snippet(CRASH_BEFORE_RENAME, out, batch_dir / "inputs" / "job0.json", batch_dir / "weights", STANDIN_CHECKOUT)
     assert proc.returncode == 3, proc.stderr
     visible = [p for p in (out / "job0").iterdir() if not p.name.startswith(".")]
     assert visible == [], visible
@@ -291,9 +298,7 @@ def test_a_killed_worker_is_replaced_and_the_batch_completes(batch_dir):
 @needs_dask
 def test_scheduler_file_and_preloaded_workers_started_apart(batch_dir):
     scheduler_file = batch_dir / "scheduler.json"
-    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
-    env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
-    env["STANDIN_LOAD_LOG"] = str(batch_dir / "loads.log")
+    env = standin_env(batch_dir)
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     scheduler = subprocess.Popen([*dask, "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1", "--port", "0",
                                   "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -368,10 +373,7 @@ print(summary["engine"])
 
 def test_without_dask_a_local_batch_runs_in_this_process(batch_dir):
     out = batch_dir / "out"
-    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
-    env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
-    proc = subprocess.run([sys.executable, "-c", WITHOUT_DASK, str(out), str(batch_dir / "inputs"), str(batch_dir / "weights"),
-                           str(STANDIN_CHECKOUT)], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_snippet(WITHOUT_DASK, out, batch_dir / "inputs", batch_dir / "weights", STANDIN_CHECKOUT)
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if "Dask is not installed" in line]
     assert len(notes) == 1 and "pip install 'af3-cpu-patch[dask]'" in notes[0]
