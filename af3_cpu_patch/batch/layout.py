@@ -86,12 +86,19 @@ def publish(source: pathlib.Path, destination: pathlib.Path, marker: dict) -> No
     write_json_atomic(destination / DONE, marker)
 
 
+def _age(path: pathlib.Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def sweep(out: pathlib.Path) -> int:
     """Remove staging folders of tasks that died (their lock is free); returns how many."""
     swept = 0
     for folder in list(out.glob(f"*/{STAGING_MARK}*")) + list(out.glob(f".af3-cpu/*/{STAGING_MARK}*")):
         if folder.is_file():
-            if time.time() - folder.stat().st_mtime > 3600:
+            if _age(folder) > 3600:
                 folder.unlink(missing_ok=True)
                 swept += 1
             continue
@@ -99,7 +106,9 @@ def sweep(out: pathlib.Path) -> int:
             with open(folder / ".lock") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 shutil.rmtree(folder, ignore_errors=True)
-        except FileNotFoundError:
+        except FileNotFoundError:  # no lock yet: being created right now, or left by a crash long ago
+            if _age(folder) < 600:
+                continue
             shutil.rmtree(folder, ignore_errors=True)
         except BlockingIOError:
             continue  # a live task's
