@@ -16,8 +16,10 @@ import dataclasses
 import pathlib
 import re
 
-# Fitted by benchmarks/memory.py (benchmarks/measured/memory-*.json), af3-cpu defaults, 5 samples.
-FIT_A_B_C = (6.2, 0.0, 3.0e-5)
+# Fitted by benchmarks/memory.py: AF3 v3.0.4, af3-cpu defaults (f32 trunk), 5 samples, peak RSS
+# 6.43 / 6.67 / 7.11 / 8.15 GB at buckets 32 / 64 / 128 / 256
+# (benchmarks/measured/memory-v3.0.4-amd-epyc-2core.json).  Past 256 it is an extrapolation.
+FIT_A_B_C = (6.23, 6.367e-3, 4.410e-6)
 MARGIN = 1.10  # forecast = fit x margin: the fit is of one machine's runs
 CCD_LIGAND_TOKENS = 64  # heavy atoms of a large CCD ligand (ATP has 31, heme 43)
 MODIFICATION_TOKENS = 10  # a modified residue is tokenised per atom
