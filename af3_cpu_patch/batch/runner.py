@@ -108,16 +108,17 @@ class Batch:
                 self.maybe_merge(task.job)
             todo = self.fail_too_big(todo, memory_forecast.parse_max_memory(self.request.max_memory), progress)
             for chain in chains:
-                self._retrying(lambda: worker.run_chain(chain, self.request.settings), progress, f"chain {chain.key}")
+                self._retrying(worker.run_chain, chain, progress, f"chain {chain.key}")
             for task in todo:
-                result = self._retrying(lambda: worker.run_task(task, self.request.settings), progress, task.key)
+                result = self._retrying(worker.run_task, task, progress, task.key)
                 self.finish(task, result or {"task": task.key, "status": "failed", "error": self.last_error}, progress)
         return progress
 
-    def _retrying(self, call, progress: report.Progress, what: str):
+    def _retrying(self, call, item, progress: report.Progress, what: str):
+        """``call(item, settings)`` in this process, tried ``1 + retries`` times; None if every try failed."""
         for attempt in range(self.request.retries + 1):
             try:
-                return call()
+                return call(item, self.request.settings)
             except UsageProblem:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded, and the batch goes on
