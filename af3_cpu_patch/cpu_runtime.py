@@ -59,6 +59,21 @@ def model_config_wrapper(wrapped, instance, args, kwargs):
     return config
 
 
+def start_af3(root: pathlib.Path, threads: int | None, precision_choice: str, patches) -> tuple[int, object]:
+    """Set this process up for AF3 on the CPU, in the one order that works; returns (threads, run_alphafold).
+
+    The platform and the thread count must be set before jax initialises, and
+    the patches installed before AF3 is imported.
+    """
+    global precision
+    used = prepare(threads)
+    precision = resolve_precision(precision_choice)
+    import af3_cpu_patch
+
+    af3_cpu_patch.install(patches)
+    return used, import_run_alphafold(root)
+
+
 def import_run_alphafold(root: pathlib.Path):
     """Import the checkout's stock run_alphafold.py as module ``run_alphafold``."""
     if str(root) not in sys.path:

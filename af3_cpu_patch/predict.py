@@ -66,11 +66,16 @@ def _say(message: str, start: float, quiet: bool) -> None:
         print(f"[af3-cpu {elapsed}] {message}", flush=True)
 
 
+def json_files(path: pathlib.Path) -> list[pathlib.Path]:
+    """An input path as AF3 reads it: a JSON file, or the .json files of a folder."""
+    return sorted(p for p in path.iterdir() if p.suffix == ".json") if path.is_dir() else [path]
+
+
 def check_input(path: pathlib.Path) -> list[pathlib.Path]:
     """The input JSON file(s); a one-line problem for anything unreadable."""
     if not path.exists():
         raise UsageProblem(f"input {path} does not exist: give an AF3 input JSON file or a directory of them")
-    files = sorted(p for p in path.iterdir() if p.suffix == ".json") if path.is_dir() else [path]
+    files = json_files(path)
     if not files:
         raise UsageProblem(f"input directory {path} has no .json files: put AF3 input JSON files in it")
     for file in files:
@@ -212,15 +217,12 @@ def run(options: PredictOptions) -> pathlib.Path:
     for forecast in forecasts:
         _say(forecast.describe(), start, options.quiet)
 
-    threads = cpu_runtime.prepare(options.threads)
-    cpu_runtime.precision = cpu_runtime.resolve_precision(options.precision)
-    _say(f"{threads} threads, trunk precision {cpu_runtime.precision}", start, options.quiet)
-    import af3_cpu_patch
     from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
 
-    af3_cpu_patch.install(CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES))
     _say("importing AF3 (patched for CPU)", start, options.quiet)
-    run_alphafold = cpu_runtime.import_run_alphafold(checkout.root)
+    patches = CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES)
+    threads, run_alphafold = cpu_runtime.start_af3(checkout.root, options.threads, options.precision, patches)
+    _say(f"{threads} threads, trunk precision {cpu_runtime.precision}", start, options.quiet)
     check_af3_accepts(options.input)
 
     with staged_output(options.output_dir) as staging:

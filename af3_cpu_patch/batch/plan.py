@@ -16,7 +16,7 @@ import json
 import pathlib
 import re
 
-from af3_cpu_patch import memory_forecast
+from af3_cpu_patch import memory_forecast, predict
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 DATA_FIELDS = {"protein": ("unpairedMsa", "pairedMsa", "templates"), "rna": ("unpairedMsa",)}
@@ -74,7 +74,7 @@ def input_files(paths: list[pathlib.Path]) -> list[pathlib.Path]:
     for path in paths:
         if not path.exists():
             raise UsageProblem(f"input {path} does not exist: give AF3 input JSON files or folders of them")
-        files += sorted(p for p in path.iterdir() if p.suffix == ".json") if path.is_dir() else [path]
+        files += predict.json_files(path)
     if not files:
         raise UsageProblem(f"no .json files in {', '.join(map(str, paths))}: give AF3 input JSON files or folders of them")
     return files

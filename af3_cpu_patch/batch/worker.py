@@ -56,17 +56,13 @@ class Session:
     """AF3 imported once in this process, with the batch patches."""
 
     def __init__(self, settings: Settings):
-        import af3_cpu_patch
         from af3_cpu_patch import af3_checkout
         from af3_cpu_patch.patches import BATCH_PATCHES
 
         self.settings = settings
         self.checkout = af3_checkout.find_checkout(settings.af3_dir)
-        self.threads = cpu_runtime.prepare(settings.threads)
-        cpu_runtime.precision = cpu_runtime.resolve_precision(settings.precision)
-        af3_cpu_patch.install(BATCH_PATCHES)
-        self.run_alphafold = cpu_runtime.import_run_alphafold(self.checkout.root)
-        self.tasks_run = 0
+        predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
+        _, self.run_alphafold = cpu_runtime.start_af3(self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES)
 
     def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool) -> pathlib.Path:
         """AF3's ``main()`` on one input JSON; returns the folder AF3 wrote."""
@@ -79,7 +75,8 @@ class Session:
             argv.append("--run_inference=false")
         cpu_runtime.parse_flags(argv)
         try:
-            self.run_alphafold.main(argv)
+            with cpu_runtime.quiet_known_noise():
+                self.run_alphafold.main(argv)
         except (NonFiniteResult, UsageProblem) as exc:
             raise InputFailure(str(exc)) from None
         except ValueError as exc:  # AF3's way of rejecting an input (bad sequence, unknown CCD code, ...)
@@ -87,7 +84,6 @@ class Session:
         written = [p for p in af3_out.iterdir() if p.is_dir()]
         if len(written) != 1:
             raise RuntimeError(f"expected one AF3 output folder in {af3_out}, found {len(written)}")
-        self.tasks_run += 1
         return written[0]
 
     def chain_data(self, chains: tuple[plan.ChainData, ...]) -> dict[str, dict]:
