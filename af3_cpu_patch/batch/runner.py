@@ -63,8 +63,8 @@ class Batch:
     def tasks_todo(self, tasks: list[plan.Task]) -> tuple[list[plan.Task], list[plan.Task]]:
         if self.request.stage == "data":
             return [], []
-        done = [t for t in tasks if layout.is_done(self.out, t)]
-        return done, [t for t in tasks if not layout.is_done(self.out, t)]
+        finished = {t.key for t in tasks if layout.is_done(self.out, t)}  # one read of each done marker
+        return [t for t in tasks if t.key in finished], [t for t in tasks if t.key not in finished]
 
     # -- results --------------------------------------------------------------
     def finish(self, task: plan.Task, result: dict, progress: report.Progress) -> None:
