@@ -32,7 +32,10 @@ import time
 _RESIDUES = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAAVRESVPALL"
 
 SIZES = (16, 40, 64, 128, 256)
-QUICK = dict(sizes=(16,), ligand=False, num_recycles=1, num_diffusion_samples=1)
+# Quick: stock's cost does not shrink with the input (it pads to 256 tokens), so
+# the quick workload is cut the same way on both paths: one trunk pass, one
+# sample, 20 of the 200 diffusion steps.
+QUICK = dict(sizes=(16,), ligand=False, num_recycles=0, num_diffusion_samples=1, diffusion_steps=20)
 
 
 def protein_input(n: int, ligand: bool = False) -> dict:
@@ -48,14 +51,41 @@ def protein_input(n: int, ligand: bool = False) -> dict:
 COMPILE_LINE = re.compile(r"Finished (?:tracing|jaxpr to MLIR module conversion|XLA compilation of) (\S+).*? in ([0-9.]+) sec")
 INFERENCE_LINE = re.compile(r"Running model inference with seed \d+ took ([0-9.]+) seconds")
 
-STOCK_PRE_V304 = """
-import runpy, sys
-import af3_cpu_patch
-from af3_cpu_patch.patches import runtime
-af3_cpu_patch.uninstall()
-af3_cpu_patch.install((runtime.CPU_DEVICE,))  # only what stock needs to start on a CPU
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
+# Both paths start through this launcher, so that a setting AF3 has no flag for
+# is applied to both alike: argv = [overrides JSON, "cpu-device" or "",
+# "path:FILE" | "module:NAME", args...].  The overrides ({"num_recycles": 0,
+# "heads.diffusion.eval.steps": 20}) are set on every AF3 model config as the
+# model is built (``--quick``: run_alphafold.py rejects --num_recycles=0 and
+# has no diffusion-steps flag); "cpu-device" installs the plugin's device patch
+# and nothing else, which stock v3.0.0-v3.0.3 need to start on a CPU at all.
+LAUNCHER = """
+import json, runpy, sys
+overrides, device, target = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+if overrides:
+    import wrapt
+    def _init(wrapped, instance, args, kwargs):
+        config = kwargs.get("config", args[0] if args else None)
+        for path, value in overrides.items():
+            *parents, leaf = path.split(".")
+            owner = config
+            for part in parents:
+                owner = getattr(owner, part)
+            setattr(owner, leaf, value)
+        return wrapped(*args, **kwargs)
+    @wrapt.when_imported("alphafold3.model.model")
+    def _hook(module):
+        wrapt.wrap_function_wrapper(module, "Model.__init__", _init)
+if device:
+    import af3_cpu_patch
+    from af3_cpu_patch.patches import runtime
+    af3_cpu_patch.uninstall()
+    af3_cpu_patch.install((runtime.CPU_DEVICE,))
+kind, _, name = target.partition(":")
+sys.argv = [name, *sys.argv[4:]]
+if kind == "path":
+    runpy.run_path(name, run_name="__main__")
+else:
+    runpy.run_module(name, run_name="__main__", alter_sys=True)
 """
 
 
@@ -89,10 +119,11 @@ def main() -> int:
     parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
     parser.add_argument("--model-dir", type=pathlib.Path, required=True)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
-    parser.add_argument("--quick", action="store_true", help="16 residues, 1 recycle, 1 sample: under 10 minutes on 2 cores")
+    parser.add_argument("--quick", action="store_true", help="16 residues, no recycles, 1 sample, 20 diffusion steps: under 10 minutes on 2 cores")
     parser.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=None)
     parser.add_argument("--num-recycles", type=int, default=None)
     parser.add_argument("--num-diffusion-samples", type=int, default=None)
+    parser.add_argument("--diffusion-steps", type=int, default=None, help="diffusion steps on both paths (AF3: 200)")
     parser.add_argument("--no-ligand", action="store_true")
     parser.add_argument("--af3-cpu-args", default="", help="extra af3-cpu predict options, e.g. '--precision f32'")
     args = parser.parse_args()
@@ -100,6 +131,7 @@ def main() -> int:
     sizes = args.sizes or (QUICK["sizes"] if args.quick else SIZES)
     recycles = args.num_recycles if args.num_recycles is not None else (QUICK["num_recycles"] if args.quick else None)
     samples = args.num_diffusion_samples or (QUICK["num_diffusion_samples"] if args.quick else None)
+    steps = args.diffusion_steps or (QUICK["diffusion_steps"] if args.quick else None)
     inputs = [protein_input(n) for n in sizes]
     if not (args.quick or args.no_ligand):
         inputs.append(protein_input(40, ligand=True))
@@ -112,8 +144,12 @@ def main() -> int:
     if (af3_dir / "src" / "alphafold3").is_dir():  # a checkout whose package is not pip-installed
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
     native_cpu = has_native_cpu_backend(af3_dir)
-    common = []
-    if recycles is not None:
+    common, overrides = [], {}
+    if steps is not None:
+        overrides["heads.diffusion.eval.steps"] = steps
+    if recycles == 0:  # run_alphafold.py wants a positive --num_recycles
+        overrides["num_recycles"] = 0
+    elif recycles is not None:
         common.append(f"--num_recycles={recycles}")
     if samples is not None:
         common.append(f"--num_diffusion_samples={samples}")
@@ -125,11 +161,10 @@ def main() -> int:
         json_path.write_text(json.dumps(fold_input))
         stock_flags = [f"--json_path={json_path}", f"--model_dir={args.model_dir}", "--run_data_pipeline=false",
                        "--flash_attention_implementation=xla", f"--output_dir={work / 'stock' / name}", *common]
-        if native_cpu:
-            stock_cmd = [sys.executable, str(af3_dir / "run_alphafold.py"), "--jax_backend=cpu", *stock_flags]
-        else:
-            stock_cmd = [sys.executable, "-c", STOCK_PRE_V304, str(af3_dir / "run_alphafold.py"), *stock_flags]
-        ours_cmd = [sys.executable, "-m", "af3_cpu_patch", "predict", str(json_path), "--model-dir", str(args.model_dir),
+        launch = [sys.executable, "-c", LAUNCHER, json.dumps(overrides)]
+        stock_args = ["--jax_backend=cpu", *stock_flags] if native_cpu else stock_flags
+        stock_cmd = [*launch, "" if native_cpu else "cpu-device", f"path:{af3_dir / 'run_alphafold.py'}", *stock_args]
+        ours_cmd = [*launch, "", "module:af3_cpu_patch", "predict", str(json_path), "--model-dir", str(args.model_dir),
                     "--no-run-data-pipeline", "--output-dir", str(work / "ours" / name), "--af3-dir", str(af3_dir),
                     *args.af3_cpu_args.split(), "--", *common]
         print(f"[{name}] stock ...", flush=True)
@@ -141,7 +176,8 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
 
     meta = {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "af3_dir": str(af3_dir), "recycles": recycles, "samples": samples, "af3_cpu_args": args.af3_cpu_args}
+            "af3_dir": str(af3_dir), "recycles": recycles, "samples": samples, "diffusion_steps": steps,
+            "af3_cpu_args": args.af3_cpu_args}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "results.md").write_text(markdown(meta, rows))
     print(markdown(meta, rows))
@@ -157,8 +193,12 @@ def _cpu_model() -> str:
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
-    head = (f"Measured on {meta['cpu']}, {meta['cores']} cores; recycles {meta['recycles'] or 'AF3 default'}, "
-            f"samples {meta['samples'] or 'AF3 default'}; af3-cpu options: `{meta['af3_cpu_args'] or 'defaults'}`.\n\n")
+    def setting(key):
+        return "AF3 default" if meta.get(key) is None else meta[key]
+
+    head = (f"Measured on {meta['cpu']}, {meta['cores']} cores; recycles {setting('recycles')}, "
+            f"samples {setting('samples')}, diffusion steps {setting('diffusion_steps')}; "
+            f"af3-cpu options: `{meta['af3_cpu_args'] or 'defaults'}`.\n\n")
     lines = ["| input | residues | stock wall s (compile) | af3-cpu wall s (compile) | wall ratio | stock peak RSS GB | af3-cpu peak RSS GB | CPU util stock / af3-cpu |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
