@@ -115,6 +115,17 @@ else:
 """
 
 
+def predict_args(
+    json_path: pathlib.Path,
+    model_dir: pathlib.Path,
+    out_dir: pathlib.Path,
+    af3_dir: pathlib.Path,
+) -> list[str]:
+    """``af3-cpu`` arguments for one input, without the data pipeline."""
+    return ["predict", str(json_path), "--model-dir", str(model_dir), "--no-run-data-pipeline",
+            "--output-dir", str(out_dir), "--af3-dir", str(af3_dir)]  # fmt: skip
+
+
 def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
     """Run ``cmd``; wall time, peak RSS and CPU time of that process tree."""
     start = time.monotonic()
@@ -173,6 +184,11 @@ def main() -> int:
     )
     parser.add_argument("--no-ligand", action="store_true")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep inputs already measured in --out with the same settings (a full run can be split up)",
+    )
+    parser.add_argument(
         "--af3-cpu-args",
         default="",
         help="extra af3-cpu predict options, e.g. '--precision f32'",
@@ -215,9 +231,22 @@ def main() -> int:
     if samples is not None:
         common.append(f"--num_diffusion_samples={samples}")
 
+    settings = {"af3_dir": str(af3_dir), "recycles": recycles, "samples": samples, "diffusion_steps": steps,
+                "af3_cpu_args": args.af3_cpu_args}  # fmt: skip
     rows = []
     for fold_input in inputs:
         name = fold_input["name"]
+        saved = args.out / "rows" / f"{name}.json"
+        if args.resume and saved.is_file():
+            row = json.loads(saved.read_text())
+            if (
+                row.get("settings") == settings
+                and row["stock"]["ok"]
+                and row["af3_cpu"]["ok"]
+            ):
+                print(f"[{name}] measured before, kept ({saved})", flush=True)
+                rows.append(row)
+                continue
         json_path = work / f"{name}.json"
         json_path.write_text(json.dumps(fold_input))
         stock_flags = [
@@ -240,15 +269,7 @@ def main() -> int:
             *launch,
             "",
             "module:af3_cpu_patch",
-            "predict",
-            str(json_path),
-            "--model-dir",
-            str(args.model_dir),
-            "--no-run-data-pipeline",
-            "--output-dir",
-            str(work / "ours" / name),
-            "--af3-dir",
-            str(af3_dir),
+            *predict_args(json_path, args.model_dir, work / "ours" / name, af3_dir),
             *args.af3_cpu_args.split(),
             "--",
             *common,
@@ -263,6 +284,7 @@ def main() -> int:
         }
         rows.append(
             {
+                "settings": settings,
                 "input": name,
                 "residues": len(fold_input["sequences"][0]["protein"]["sequence"]),
                 "stock": stock,
@@ -270,17 +292,15 @@ def main() -> int:
                 "stock_over_af3_cpu": ratio,
             }
         )
+        saved.parent.mkdir(exist_ok=True)
+        saved.write_text(json.dumps(rows[-1], indent=1))
         print(json.dumps(rows[-1]), flush=True)
 
     meta = {
         "cpu": _cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
-        "af3_dir": str(af3_dir),
-        "recycles": recycles,
-        "samples": samples,
-        "diffusion_steps": steps,
-        "af3_cpu_args": args.af3_cpu_args,
+        **settings,
     }
     (args.out / "results.json").write_text(
         json.dumps({"meta": meta, "rows": rows}, indent=1)

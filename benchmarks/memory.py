@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model, protein_input, run_measured
+from bench import _cpu_model, predict_args, protein_input, run_measured
 
 # Residues that nearly fill buckets 32, 64, 128 and 256.
 SIZES = (30, 60, 120, 250)
@@ -74,15 +74,7 @@ def main() -> int:
             sys.executable,
             "-m",
             "af3_cpu_patch",
-            "predict",
-            str(json_path),
-            "--model-dir",
-            str(args.model_dir),
-            "--no-run-data-pipeline",
-            "--output-dir",
-            str(work / "out"),
-            "--af3-dir",
-            str(af3_dir),
+            *predict_args(json_path, args.model_dir, work / "out", af3_dir),
             "--quiet",
             "--max-memory",
             "none",

@@ -1,0 +1,144 @@
+"""Where an ``af3-cpu`` run's inference time goes: per trunk pass and per diffusion step.
+
+AF3's forward pass is one jitted call, so its parts cannot be timed from the
+outside.  This script builds the model the way ``af3-cpu predict`` does (CPU
+patches, precision policy, XLA attention), featurises one protein at one
+bucket, and times the compiled forward pass (after a warm-up call) with three
+settings -- (recycles 0, 10 steps), (0, 30), (4, 10) -- so that
+
+    per diffusion step = (t(0, 30) - t(0, 10)) / 20     (all samples at once)
+    per trunk pass     = (t(4, 10) - t(0, 10)) / 4
+
+and projects AF3's defaults (11 trunk passes, 200 steps).  Same weights-don't-
+matter caveat as ``bench.py``: random weights time like real ones.
+
+    python benchmarks/breakdown.py --af3-dir ~/alphafold3 --model-dir ~/models --residues 64
+
+``XLA_FLAGS`` is passed through, so flag experiments are one environment
+variable away.  AF3 v3.0.1 or later; use the interpreter that has AF3's
+dependencies installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bench import _cpu_model, protein_input
+
+SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--model-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--residues", type=int, default=64)
+    parser.add_argument(
+        "--bucket",
+        type=int,
+        default=None,
+        help="default: the af3-cpu bucket for the input",
+    )
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--precision", choices=("auto", "bf16", "f32"), default="auto")
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help="also write the result as JSON here",
+    )
+    args = parser.parse_args()
+
+    from af3_cpu_patch import cpu_runtime, memory_forecast
+    from af3_cpu_patch.patches import CLI_PATCHES
+
+    root = args.af3_dir.expanduser().resolve()
+    if (root / "src" / "alphafold3").is_dir():
+        sys.path.insert(0, str(root / "src"))
+    threads, run_alphafold = cpu_runtime.start_af3(
+        root, None, args.precision, CLI_PATCHES
+    )
+    bucket = args.bucket or memory_forecast.bucket_for(args.residues)
+
+    import jax
+    import jax.numpy as jnp
+    import haiku as hk
+    from alphafold3.common import folding_input
+    from alphafold3.constants import chemical_components
+    from alphafold3.data import featurisation
+
+    fold_input = folding_input.Input.from_json(json.dumps(protein_input(args.residues)))
+    example = featurisation.featurise_input(
+        fold_input=fold_input,
+        buckets=[bucket],
+        ccd=chemical_components.Ccd(),
+        verbose=False,
+    )[0]
+    batch = jax.tree.map(
+        jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example)
+    )
+    params = run_alphafold.params.get_model_haiku_params(model_dir=args.model_dir)
+    key = jax.random.PRNGKey(1)
+
+    seconds = {}
+    for recycles, steps in SETTINGS:
+        config = run_alphafold.make_model_config(
+            flash_attention_implementation="xla",
+            num_diffusion_samples=args.samples,
+            num_recycles=recycles,
+        )
+        config.heads.diffusion.eval.steps = steps
+
+        def forward(batch, config=config):
+            return run_alphafold.model.Model(config)(batch)
+
+        apply = jax.jit(hk.transform(forward).apply)
+        jax.block_until_ready(apply(params, key, batch))  # compile and warm up
+        start = time.perf_counter()
+        jax.block_until_ready(apply(params, key, batch))
+        seconds[(recycles, steps)] = time.perf_counter() - start
+        print(
+            f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s",
+            flush=True,
+        )
+
+    step = (seconds[(0, 30)] - seconds[(0, 10)]) / 20
+    trunk = (seconds[(4, 10)] - seconds[(0, 10)]) / 4
+    rest = seconds[(0, 10)] - trunk - 10 * step
+    result = {
+        "cpu": _cpu_model(),
+        "threads": threads,
+        "residues": args.residues,
+        "bucket": bucket,
+        "samples": args.samples,
+        "precision": cpu_runtime.precision,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "timed_s": {
+            f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()
+        },
+        "per_diffusion_step_s": round(step, 3),
+        "per_trunk_pass_s": round(trunk, 3),
+        "rest_s": round(rest, 2),
+        "projected_default_s": {
+            "trunk (11 passes)": round(11 * trunk, 1),
+            "diffusion (200 steps)": round(200 * step, 1),
+            "rest": round(rest, 1),
+            "total": round(11 * trunk + 200 * step + rest, 1),
+        },
+    }
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
