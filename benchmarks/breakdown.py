@@ -34,6 +34,30 @@ from bench import _cpu_model, protein_input
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
 
+def time_forward(
+    run_alphafold, params, key, batch, samples: int, recycles: int, steps: int
+) -> float:
+    """Seconds of one compiled forward pass (after a compiling warm-up call)."""
+    import haiku as hk
+    import jax
+
+    config = run_alphafold.make_model_config(
+        flash_attention_implementation="xla",
+        num_diffusion_samples=samples,
+        num_recycles=recycles,
+    )
+    config.heads.diffusion.eval.steps = steps
+
+    def forward(batch):
+        return run_alphafold.model.Model(config)(batch)
+
+    apply = jax.jit(hk.transform(forward).apply)
+    jax.block_until_ready(apply(params, key, batch))
+    start = time.perf_counter()
+    jax.block_until_ready(apply(params, key, batch))
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,11 +90,18 @@ def main() -> int:
     threads, run_alphafold = cpu_runtime.start_af3(
         root, None, args.precision, CLI_PATCHES
     )
+    if not hasattr(run_alphafold, "model"):
+        sys.exit(
+            "breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)"
+        )
+    sys.argv = sys.argv[
+        :1
+    ]  # tokamax parses absl flags from sys.argv; ours are not AF3's
+    cpu_runtime.parse_flags(sys.argv)
     bucket = args.bucket or memory_forecast.bucket_for(args.residues)
 
     import jax
     import jax.numpy as jnp
-    import haiku as hk
     from alphafold3.common import folding_input
     from alphafold3.constants import chemical_components
     from alphafold3.data import featurisation
@@ -89,26 +120,15 @@ def main() -> int:
     key = jax.random.PRNGKey(1)
 
     seconds = {}
-    for recycles, steps in SETTINGS:
-        config = run_alphafold.make_model_config(
-            flash_attention_implementation="xla",
-            num_diffusion_samples=args.samples,
-            num_recycles=recycles,
-        )
-        config.heads.diffusion.eval.steps = steps
-
-        def forward(batch, config=config):
-            return run_alphafold.model.Model(config)(batch)
-
-        apply = jax.jit(hk.transform(forward).apply)
-        jax.block_until_ready(apply(params, key, batch))  # compile and warm up
-        start = time.perf_counter()
-        jax.block_until_ready(apply(params, key, batch))
-        seconds[(recycles, steps)] = time.perf_counter() - start
-        print(
-            f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s",
-            flush=True,
-        )
+    with cpu_runtime.quiet_known_noise():
+        for recycles, steps in SETTINGS:
+            seconds[(recycles, steps)] = time_forward(
+                run_alphafold, params, key, batch, args.samples, recycles, steps
+            )
+            print(
+                f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s",
+                flush=True,
+            )
 
     step = (seconds[(0, 30)] - seconds[(0, 10)]) / 20
     trunk = (seconds[(4, 10)] - seconds[(0, 10)]) / 4
