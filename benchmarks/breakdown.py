@@ -94,9 +94,8 @@ def main() -> int:
         sys.exit(
             "breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)"
         )
-    sys.argv = sys.argv[
-        :1
-    ]  # tokamax parses absl flags from sys.argv; ours are not AF3's
+    # tokamax parses absl flags from sys.argv, and ours are not AF3's.
+    sys.argv = sys.argv[:1]
     cpu_runtime.parse_flags(sys.argv)
     bucket = args.bucket or memory_forecast.bucket_for(args.residues)
 
