@@ -35,47 +35,25 @@ SIZES = (16, 40, 64, 128, 256)
 # Quick: stock's cost does not shrink with the input (it pads to 256 tokens), so
 # the quick workload is cut the same way on both paths: one trunk pass, one
 # sample, 20 of the 200 diffusion steps.
-QUICK = {
-    "sizes": (16,),
-    "ligand": False,
-    "num_recycles": 0,
-    "num_diffusion_samples": 1,
-    "diffusion_steps": 20,
-}
+QUICK = {"sizes": (16,), "ligand": False, "num_recycles": 0, "num_diffusion_samples": 1, "diffusion_steps": 20}
 
 
 def protein_input(n: int, ligand: bool = False) -> dict:
     sequences = [
-        {
-            "protein": {
-                "id": "A",
-                "sequence": _RESIDUES[:n],
-                "unpairedMsa": "",
-                "pairedMsa": "",
-                "templates": [],
-            }
-        }
+        {"protein": {"id": "A", "sequence": _RESIDUES[:n], "unpairedMsa": "", "pairedMsa": "", "templates": []}}
     ]
     name = f"protein_{n}"
     if ligand:
         sequences.append({"ligand": {"id": "B", "ccdCodes": ["ATP"]}})
         name += "_atp"
-    return {
-        "name": name,
-        "modelSeeds": [1],
-        "sequences": sequences,
-        "dialect": "alphafold3",
-        "version": 1,
-    }
+    return {"name": name, "modelSeeds": [1], "sequences": sequences, "dialect": "alphafold3", "version": 1}
 
 
 # With JAX_LOG_COMPILES=1 jax logs tracing, lowering and XLA compilation of each jitted function.
 COMPILE_LINE = re.compile(
     r"Finished (?:tracing|jaxpr to MLIR module conversion|XLA compilation of) (\S+).*? in ([0-9.]+) sec"
 )
-INFERENCE_LINE = re.compile(
-    r"Running model inference with seed \d+ took ([0-9.]+) seconds"
-)
+INFERENCE_LINE = re.compile(r"Running model inference with seed \d+ took ([0-9.]+) seconds")
 
 # Both paths start through this launcher, so that a setting AF3 has no flag for
 # is applied to both alike: argv = [overrides JSON, "cpu-device" or "",
@@ -116,10 +94,7 @@ else:
 
 
 def predict_args(
-    json_path: pathlib.Path,
-    model_dir: pathlib.Path,
-    out_dir: pathlib.Path,
-    af3_dir: pathlib.Path,
+    json_path: pathlib.Path, model_dir: pathlib.Path, out_dir: pathlib.Path, af3_dir: pathlib.Path
 ) -> list[str]:
     """``af3-cpu`` arguments for one input, without the data pipeline."""
     return ["predict", str(json_path), "--model-dir", str(model_dir), "--no-run-data-pipeline",
@@ -135,9 +110,7 @@ def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
     wall = time.monotonic() - start
     text = log.read_text(errors="replace")
     compile_s = sum(
-        float(m.group(2))
-        for m in COMPILE_LINE.finditer(text)
-        if "apply" in m.group(1) or "forward" in m.group(1)
+        float(m.group(2)) for m in COMPILE_LINE.finditer(text) if "apply" in m.group(1) or "forward" in m.group(1)
     )
     inference = [float(m.group(1)) for m in INFERENCE_LINE.finditer(text)]
     return {
@@ -146,9 +119,7 @@ def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
         "compile_s": round(compile_s, 1),
         "inference_s": round(sum(inference) - compile_s, 1) if inference else None,
         "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2),
-        "cpu_util": round((usage.ru_utime + usage.ru_stime) / wall, 2)
-        if wall
-        else None,
+        "cpu_util": round((usage.ru_utime + usage.ru_stime) / wall, 2) if wall else None,
         "log": str(log),
     }
 
@@ -158,52 +129,31 @@ def has_native_cpu_backend(af3_dir: pathlib.Path) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
     parser.add_argument("--model-dir", type=pathlib.Path, required=True)
-    parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results")
-    )
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results"))
     parser.add_argument(
         "--quick",
         action="store_true",
         help="16 residues, no recycles, 1 sample, 20 diffusion steps: under 10 minutes on 2 cores",
     )
-    parser.add_argument(
-        "--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=None
-    )
+    parser.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=None)
     parser.add_argument("--num-recycles", type=int, default=None)
     parser.add_argument("--num-diffusion-samples", type=int, default=None)
-    parser.add_argument(
-        "--diffusion-steps",
-        type=int,
-        default=None,
-        help="diffusion steps on both paths (AF3: 200)",
-    )
+    parser.add_argument("--diffusion-steps", type=int, default=None, help="diffusion steps on both paths (AF3: 200)")
     parser.add_argument("--no-ligand", action="store_true")
     parser.add_argument(
         "--resume",
         action="store_true",
         help="keep inputs already measured in --out with the same settings (a full run can be split up)",
     )
-    parser.add_argument(
-        "--af3-cpu-args",
-        default="",
-        help="extra af3-cpu predict options, e.g. '--precision f32'",
-    )
+    parser.add_argument("--af3-cpu-args", default="", help="extra af3-cpu predict options, e.g. '--precision f32'")
     args = parser.parse_args()
 
     sizes = args.sizes or (QUICK["sizes"] if args.quick else SIZES)
-    recycles = (
-        args.num_recycles
-        if args.num_recycles is not None
-        else (QUICK["num_recycles"] if args.quick else None)
-    )
-    samples = args.num_diffusion_samples or (
-        QUICK["num_diffusion_samples"] if args.quick else None
-    )
+    recycles = args.num_recycles if args.num_recycles is not None else (QUICK["num_recycles"] if args.quick else None)
+    samples = args.num_diffusion_samples or (QUICK["num_diffusion_samples"] if args.quick else None)
     steps = args.diffusion_steps or (QUICK["diffusion_steps"] if args.quick else None)
     inputs = [protein_input(n) for n in sizes]
     if not (args.quick or args.no_ligand):
@@ -214,12 +164,8 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="af3-cpu-bench-"))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
     env.pop("AF3_CPU_PATCH", None)
-    if (
-        af3_dir / "src" / "alphafold3"
-    ).is_dir():  # a checkout whose package is not pip-installed
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")])
-        )
+    if (af3_dir / "src" / "alphafold3").is_dir():  # a checkout whose package is not pip-installed
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
     native_cpu = has_native_cpu_backend(af3_dir)
     common, overrides = [], {}
     if steps is not None:
@@ -239,32 +185,17 @@ def main() -> int:
         saved = args.out / "rows" / f"{name}.json"
         if args.resume and saved.is_file():
             row = json.loads(saved.read_text())
-            if (
-                row.get("settings") == settings
-                and row["stock"]["ok"]
-                and row["af3_cpu"]["ok"]
-            ):
+            if row.get("settings") == settings and row["stock"]["ok"] and row["af3_cpu"]["ok"]:
                 print(f"[{name}] measured before, kept ({saved})", flush=True)
                 rows.append(row)
                 continue
         json_path = work / f"{name}.json"
         json_path.write_text(json.dumps(fold_input))
-        stock_flags = [
-            f"--json_path={json_path}",
-            f"--model_dir={args.model_dir}",
-            "--run_data_pipeline=false",
-            "--flash_attention_implementation=xla",
-            f"--output_dir={work / 'stock' / name}",
-            *common,
-        ]
+        stock_flags = [f"--json_path={json_path}", f"--model_dir={args.model_dir}", "--run_data_pipeline=false",
+                       "--flash_attention_implementation=xla", f"--output_dir={work / 'stock' / name}", *common]  # fmt: skip
         launch = [sys.executable, "-c", LAUNCHER, json.dumps(overrides)]
         stock_args = ["--jax_backend=cpu", *stock_flags] if native_cpu else stock_flags
-        stock_cmd = [
-            *launch,
-            "" if native_cpu else "cpu-device",
-            f"path:{af3_dir / 'run_alphafold.py'}",
-            *stock_args,
-        ]
+        stock_cmd = [*launch, "" if native_cpu else "cpu-device", f"path:{af3_dir / 'run_alphafold.py'}", *stock_args]
         ours_cmd = [
             *launch,
             "",
@@ -296,15 +227,8 @@ def main() -> int:
         saved.write_text(json.dumps(rows[-1], indent=1))
         print(json.dumps(rows[-1]), flush=True)
 
-    meta = {
-        "cpu": _cpu_model(),
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        **settings,
-    }
-    (args.out / "results.json").write_text(
-        json.dumps({"meta": meta, "rows": rows}, indent=1)
-    )
+    meta = {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), **settings}
+    (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "results.md").write_text(markdown(meta, rows))
     print(markdown(meta, rows))
     return 0 if all(r["stock"]["ok"] and r["af3_cpu"]["ok"] for r in rows) else 1
@@ -313,9 +237,7 @@ def main() -> int:
 def _cpu_model() -> str:
     try:
         text = pathlib.Path("/proc/cpuinfo").read_text()
-        return (
-            re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE).group(1).strip()
-        )
+        return re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE).group(1).strip()
     except (OSError, AttributeError):
         return platform.processor()
 

@@ -29,22 +29,18 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model, protein_input
+from bench import _cpu_model, protein_input  # noqa: E402
 
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
 
-def time_forward(
-    run_alphafold, params, key, batch, samples: int, recycles: int, steps: int
-) -> float:
+def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int, steps: int) -> float:
     """Seconds of one compiled forward pass (after a compiling warm-up call)."""
     import haiku as hk
     import jax
 
     config = run_alphafold.make_model_config(
-        flash_attention_implementation="xla",
-        num_diffusion_samples=samples,
-        num_recycles=recycles,
+        flash_attention_implementation="xla", num_diffusion_samples=samples, num_recycles=recycles
     )
     config.heads.diffusion.eval.steps = steps
 
@@ -59,26 +55,14 @@ def time_forward(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
     parser.add_argument("--model-dir", type=pathlib.Path, required=True)
     parser.add_argument("--residues", type=int, default=64)
-    parser.add_argument(
-        "--bucket",
-        type=int,
-        default=None,
-        help="default: the af3-cpu bucket for the input",
-    )
+    parser.add_argument("--bucket", type=int, default=None, help="default: the af3-cpu bucket for the input")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--precision", choices=("auto", "bf16", "f32"), default="auto")
-    parser.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=None,
-        help="also write the result as JSON here",
-    )
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
     from af3_cpu_patch import cpu_runtime, memory_forecast
@@ -87,13 +71,9 @@ def main() -> int:
     root = args.af3_dir.expanduser().resolve()
     if (root / "src" / "alphafold3").is_dir():
         sys.path.insert(0, str(root / "src"))
-    threads, run_alphafold = cpu_runtime.start_af3(
-        root, None, args.precision, CLI_PATCHES
-    )
+    threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, CLI_PATCHES)
     if not hasattr(run_alphafold, "model"):
-        sys.exit(
-            "breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)"
-        )
+        sys.exit("breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
     # tokamax parses absl flags from sys.argv, and ours are not AF3's.
     sys.argv = sys.argv[:1]
     cpu_runtime.parse_flags(sys.argv)
@@ -107,27 +87,17 @@ def main() -> int:
 
     fold_input = folding_input.Input.from_json(json.dumps(protein_input(args.residues)))
     example = featurisation.featurise_input(
-        fold_input=fold_input,
-        buckets=[bucket],
-        ccd=chemical_components.Ccd(),
-        verbose=False,
+        fold_input=fold_input, buckets=[bucket], ccd=chemical_components.Ccd(), verbose=False
     )[0]
-    batch = jax.tree.map(
-        jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example)
-    )
+    batch = jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
     params = run_alphafold.params.get_model_haiku_params(model_dir=args.model_dir)
     key = jax.random.PRNGKey(1)
 
     seconds = {}
     with cpu_runtime.quiet_known_noise():
         for recycles, steps in SETTINGS:
-            seconds[(recycles, steps)] = time_forward(
-                run_alphafold, params, key, batch, args.samples, recycles, steps
-            )
-            print(
-                f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s",
-                flush=True,
-            )
+            seconds[(recycles, steps)] = time_forward(run_alphafold, params, key, batch, args.samples, recycles, steps)
+            print(f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s", flush=True)
 
     step = (seconds[(0, 30)] - seconds[(0, 10)]) / 20
     trunk = (seconds[(4, 10)] - seconds[(0, 10)]) / 4
@@ -140,9 +110,7 @@ def main() -> int:
         "samples": args.samples,
         "precision": cpu_runtime.precision,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "timed_s": {
-            f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()
-        },
+        "timed_s": {f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()},
         "per_diffusion_step_s": round(step, 3),
         "per_trunk_pass_s": round(trunk, 3),
         "rest_s": round(rest, 2),

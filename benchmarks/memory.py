@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model, predict_args, protein_input, run_measured
+from bench import _cpu_model, predict_args, protein_input, run_measured  # noqa: E402
 
 # Residues that nearly fill buckets 32, 64, 128 and 256.
 SIZES = (30, 60, 120, 250)
@@ -40,19 +40,11 @@ def fit(points: list[tuple[int, float]]) -> tuple[float, float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
     parser.add_argument("--model-dir", type=pathlib.Path, required=True)
-    parser.add_argument(
-        "--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=SIZES
-    )
-    parser.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path("benchmarks/results/memory.json"),
-    )
+    parser.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")), default=SIZES)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("benchmarks/results/memory.json"))
     args = parser.parse_args()
 
     from af3_cpu_patch import memory_forecast
@@ -62,38 +54,22 @@ def main() -> int:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     af3_dir = args.af3_dir.expanduser().resolve()
     if (af3_dir / "src" / "alphafold3").is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")])
-        )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
     points = []
     for n in args.sizes:
         fold_input = protein_input(n)
         json_path = work / f"{fold_input['name']}.json"
         json_path.write_text(json.dumps(fold_input))
-        cmd = [
-            sys.executable,
-            "-m",
-            "af3_cpu_patch",
-            *predict_args(json_path, args.model_dir, work / "out", af3_dir),
-            "--quiet",
-            "--max-memory",
-            "none",
-            "--num-recycles",
-            "1",
-        ]
+        cmd = [sys.executable, "-m", "af3_cpu_patch", *predict_args(json_path, args.model_dir, work / "out", af3_dir),
+               "--quiet", "--max-memory", "none", "--num-recycles", "1"]  # fmt: skip
         result = run_measured(cmd, env, args.out.parent / f"memory-{n}.log")
         bucket = memory_forecast.bucket_for(n)
         print(json.dumps({"residues": n, "bucket": bucket, **result}), flush=True)
         if result["ok"]:
             points.append((bucket, result["peak_rss_gb"]))
     coefficients = fit(points) if len(points) >= 3 else None
-    report = {
-        "cpu": _cpu_model(),
-        "cores": len(os.sched_getaffinity(0)),
-        "af3_dir": str(af3_dir),
-        "points": [{"bucket": b, "peak_rss_gb": g} for b, g in points],
-        "fit_a_b_c": coefficients,
-    }
+    report = {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "af3_dir": str(af3_dir),
+              "points": [{"bucket": b, "peak_rss_gb": g} for b, g in points], "fit_a_b_c": coefficients}  # fmt: skip
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
     return 0 if coefficients else 1
