@@ -66,12 +66,13 @@ def main(debug: bool) -> None:
 @click.option("--buckets", default=None, help="Comma-separated token buckets, as AF3's --buckets; 'stock' for AF3's own. Default: CPU-sized buckets from 32 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for XLA. Default: every core this process may use (affinity and cgroup quota).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
+@click.option("--attention", type=click.Choice(["auto", "xla", "xla_chunked"]), default="auto", show_default=True, help="Trunk attention; auto: xla_chunked where AF3 uses tokamax (v3.0.2+), else xla.")
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache (default ~/.cache/af3-cpu/jax); used with --quiet, as programs with progress callbacks cannot be cached.")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar: only AF3's own output.")
 @click.option("--max-memory", default=None, metavar="GB|none", help="Refuse inputs whose forecast peak memory exceeds this. Default: the memory available now; 'none': no check.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUN_ALPHAFOLD_FLAGS]")
-def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, cache_dir, no_cache, quiet, max_memory, extra):
+def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, attention, cache_dir, no_cache, quiet, max_memory, extra):
     """Predict INPUT (an AF3 input JSON file or a directory of them) on the CPU.
 
     Runs AF3's own run_alphafold.py with the CPU fixes applied; flags after
@@ -94,6 +95,7 @@ def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipelin
         quiet=quiet,
         threads=threads,
         precision=precision,
+        attention=attention,
         max_memory=max_memory,
         cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE),
     )
@@ -191,12 +193,13 @@ class _PassThroughCommand(click.Command):
 @click.option("--buckets", default=None, help="As for predict. Default: CPU-sized buckets from 32 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="XLA threads per worker. Default: the worker's cores.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto", show_default=True)
+@click.option("--attention", type=click.Choice(["auto", "xla", "xla_chunked"]), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.pass_context
 def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline, stage, scheduler, scheduler_file, cluster, jobs, cores, memory,
           walltime, queue, account, workers, shard, print_sbatch, max_memory, retries, num_recycles, num_diffusion_samples, buckets, threads, precision,
-          cache_dir, no_cache):
+          attention, cache_dir, no_cache):
     """Predict many INPUTS (AF3 JSON files or folders of them), one task per input and seed.
 
     Runs on a local Dask cluster by default, on a running one with
@@ -220,7 +223,7 @@ def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline
     settings = worker.Settings(
         output_dir=output_dir.expanduser().resolve(), model_dir=model_dir.expanduser().resolve(), af3_dir=af3_dir,
         db_dir=db_dir, buckets=buckets, num_recycles=num_recycles, num_diffusion_samples=num_diffusion_samples,
-        precision=precision, threads=threads,
+        precision=precision, attention=attention, threads=threads,
         cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE), extra=tuple(extra),
     )
     if stage != "data":

@@ -56,6 +56,7 @@ class PredictOptions:
     quiet: bool = False
     threads: int | None = None
     precision: str = "auto"
+    attention: str = "auto"
     cache_dir: pathlib.Path | None = DEFAULT_CACHE
     max_memory: str | None = None
 
@@ -221,8 +222,10 @@ def run(options: PredictOptions) -> pathlib.Path:
 
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     patches = CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES)
-    threads, run_alphafold = cpu_runtime.start_af3(checkout.root, options.threads, options.precision, patches)
-    _say(f"{threads} threads, trunk precision {cpu_runtime.precision}", start, options.quiet)
+    threads, run_alphafold = cpu_runtime.start_af3(
+        checkout.root, options.threads, options.precision, patches, options.attention
+    )
+    _say(f"{threads} threads, trunk precision {cpu_runtime.precision}, attention {cpu_runtime.attention}", start, options.quiet)
     check_af3_accepts(options.input)
 
     with staged_output(options.output_dir) as staging:

@@ -2,7 +2,7 @@
 
 AF3's forward pass is one jitted call, so its parts cannot be timed from the
 outside.  This script builds the model the way ``af3-cpu predict`` does (CPU
-patches, precision policy, XLA attention), featurises one protein at one
+patches, precision and attention policy), featurises one protein at one
 bucket, and times the compiled forward pass (after a warm-up call) with three
 settings -- (recycles 0, 10 steps), (0, 30), (4, 10) -- so that
 
@@ -62,6 +62,7 @@ def main() -> int:
     parser.add_argument("--bucket", type=int, default=None, help="default: the af3-cpu bucket for the input")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--precision", choices=("auto", "bf16", "f32"), default="auto")
+    parser.add_argument("--attention", choices=("auto", "xla", "xla_chunked"), default="auto")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
@@ -71,7 +72,7 @@ def main() -> int:
     root = args.af3_dir.expanduser().resolve()
     if (root / "src" / "alphafold3").is_dir():
         sys.path.insert(0, str(root / "src"))
-    threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, CLI_PATCHES)
+    threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, CLI_PATCHES, args.attention)
     if not hasattr(run_alphafold, "model"):
         sys.exit("breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
     # tokamax parses absl flags from sys.argv, and ours are not AF3's.
@@ -109,6 +110,7 @@ def main() -> int:
         "bucket": bucket,
         "samples": args.samples,
         "precision": cpu_runtime.precision,
+        "attention": cpu_runtime.attention,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "timed_s": {f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()},
         "per_diffusion_step_s": round(step, 3),

@@ -89,7 +89,8 @@ def head_module(info: af3_install.AF3Install) -> str:
 
 # One AF3 forward pass through the stock ModelRunner of run_alphafold.py, saved
 # to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
-# (plus the progress callbacks); BUCKET and PRECISION as af3-cpu's options.
+# (plus the progress callbacks); BUCKET, PRECISION and ATTENTION (default: AF3's
+# "xla") as af3-cpu's options.
 FORWARD = """
 import json, os, pathlib, sys
 import numpy as np
@@ -102,6 +103,12 @@ if variant != "stock":
     af3_cpu_patch.install(CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ()))
 sys.path.insert(0, os.environ["AF3_ROOT"])
 import run_alphafold as ra
+if variant != "stock":
+    try:
+        cpu_runtime.attention = cpu_runtime.resolve_attention(os.environ.get("ATTENTION", "xla"))
+    except cpu_runtime.UsageProblem as exc:
+        print(json.dumps({"error": f"UsageProblem: {exc}"}))
+        raise SystemExit(0)
 from absl import flags
 flags.FLAGS(["run_alphafold.py"])
 import jax

@@ -284,13 +284,27 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
     assert settings["bfloat16"] == ("all" if cpu_info.native_bf16() else "none")
     assert settings["cache"] is None  # progress callbacks on: no cache
     assert settings["cpus"] == cpu_info.usable_cores()
+    assert settings["attention"] == "xla_chunked"  # the stand-in offers tokamax's list, as AF3 v3.0.2+
 
     cache = workdir / "cache"
     proc = run_cli(base + ["--output-dir", workdir / "b", "--buckets", "stock", "--precision", "bf16",
-                           "--threads", "1", "--quiet", "--cache-dir", cache])
+                           "--threads", "1", "--quiet", "--cache-dir", cache, "--attention", "xla"])
     assert proc.returncode == 0, proc.stderr
     settings = _settings(workdir / "b")
-    assert settings == {"bfloat16": "all", "buckets": ["256"], "cache": str(cache), "cpus": 1}
+    assert settings == {"bfloat16": "all", "buckets": ["256"], "cache": str(cache), "cpus": 1, "attention": "xla"}
+
+
+def test_attention_on_af3_without_tokamax(workdir):
+    # AF3 v3.0.0-v3.0.1 have their own attention, which takes only "xla" on a CPU.
+    base = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+            "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT]
+    old_af3 = {"STANDIN_NO_TOKAMAX": "1"}
+    assert run_cli(base + ["--output-dir", workdir / "a"], env=old_af3).returncode == 0
+    assert _settings(workdir / "a")["attention"] == "xla"
+    proc = run_cli(base + ["--output-dir", workdir / "b", "--attention", "xla_chunked"], env=old_af3)
+    assert proc.returncode == 2
+    assert "--attention xla_chunked needs AF3 v3.0.2 or later" in proc.stderr.strip().splitlines()[-1]
+    assert not (workdir / "b").exists()
 
 
 def test_too_many_threads(workdir):

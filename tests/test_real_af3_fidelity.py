@@ -1,8 +1,9 @@
 """Fidelity of the CPU defaults that change padding or numerics (real AF3, random weights).
 
 Trunk outputs (single and pair embeddings of the real tokens) at a CPU bucket
-vs AF3's smallest stock bucket (256), and with an f32 trunk vs AF3's bf16,
-must agree within the stated tolerances.  Skipped without a real AF3.
+vs AF3's smallest stock bucket (256), with an f32 trunk vs AF3's bf16, and with
+tokamax's chunked XLA attention vs AF3's XLA attention, must agree within the
+stated tolerances.  Skipped without a real AF3.
 """
 
 from __future__ import annotations
@@ -15,15 +16,19 @@ from tests import real_af3
 # Relative RMS difference of the real-token embeddings (rms(a - b) / rms(b)).
 # Measured on v3.0.4 with random weights (AMD EPYC, jax 0.10.2), 31 residues, 1 recycle:
 #   bucket 32 vs 256: single 1.3e-4, pair 3.8e-3;  f32 vs bf16: single 2.3e-3, pair 4.3e-3.
+#   xla_chunked vs xla attention (f32, bucket 32): bit-identical (XLA compiles both alike at this size).
 PADDING_TOLERANCE = 0.02  # bucket 32 vs 256, both bf16: only padding and summation order differ
 PRECISION_TOLERANCE = 0.03  # f32 vs bf16 trunk at the same bucket
+ATTENTION_TOLERANCE = 1e-4  # xla_chunked vs xla attention, f32, same bucket: only rounding differs
 
 
-def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision):
+def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla"):
     error, arrays = real_af3.forward(
-        af3, model_dir, protein_json, tmp_path / f"b{bucket}_{precision}.npz", "patched",
-        bucket=bucket, precision=precision, embeddings=1,
+        af3, model_dir, protein_json, tmp_path / f"b{bucket}_{precision}_{attention}.npz", "patched",
+        bucket=bucket, precision=precision, attention=attention, embeddings=1,
     )
+    if error and "needs AF3 v3.0.2 or later" in error:
+        pytest.skip(f"this AF3 has no tokamax attention: {error}")
     assert error is None, error
     n = len(real_af3.PROTEIN_SEQUENCE)
     return arrays["single_embeddings"][:n], arrays["pair_embeddings"][:n, :n]
@@ -55,3 +60,13 @@ def test_f32_trunk_matches_bf16_trunk(af3, model_dir, protein_json, tmp_path):
         print(f"f32 vs bf16, {name}: relative RMS {error:.2e}")
         assert np.isfinite(a).all()
         assert error < PRECISION_TOLERANCE, (name, error)
+
+
+def test_chunked_attention_matches_xla_attention(af3, model_dir, protein_json, tmp_path):
+    xla = _embeddings(af3, model_dir, protein_json, tmp_path, 32, "f32", "xla")
+    chunked = _embeddings(af3, model_dir, protein_json, tmp_path, 32, "f32", "xla_chunked")
+    for name, a, b in zip(("single", "pair"), chunked, xla):
+        error = _relative_rms(a, b)
+        print(f"xla_chunked vs xla attention, {name}: relative RMS {error:.2e}")
+        assert np.isfinite(a).all()
+        assert error < ATTENTION_TOLERANCE, (name, error)

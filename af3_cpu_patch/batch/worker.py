@@ -39,6 +39,7 @@ class Settings:
     num_recycles: int | None = None
     num_diffusion_samples: int | None = None
     precision: str = "auto"
+    attention: str = "auto"
     threads: int | None = None
     cache_dir: pathlib.Path | None = predict.DEFAULT_CACHE
     extra: tuple[str, ...] = ()
@@ -47,7 +48,7 @@ class Settings:
         return predict.PredictOptions(
             input=input_path, model_dir=self.model_dir, output_dir=output_dir, db_dir=self.db_dir, af3_dir=self.af3_dir,
             run_data_pipeline=data_pipeline, num_recycles=self.num_recycles, num_diffusion_samples=self.num_diffusion_samples,
-            buckets=self.buckets, extra=self.extra, quiet=True, threads=self.threads, precision=self.precision,
+            buckets=self.buckets, extra=self.extra, quiet=True, threads=self.threads, precision=self.precision, attention=self.attention,
             cache_dir=self.cache_dir,
         )
 
@@ -62,7 +63,9 @@ class Session:
         self.settings = settings
         self.checkout = af3_checkout.find_checkout(settings.af3_dir)
         predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
-        _, self.run_alphafold = cpu_runtime.start_af3(self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES)
+        _, self.run_alphafold = cpu_runtime.start_af3(
+            self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention
+        )
 
     def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool) -> pathlib.Path:
         """AF3's ``main()`` on one input JSON; returns the folder AF3 wrote."""

@@ -178,7 +178,10 @@ PROGRESS_DIFFUSION = WrapperPatch(
 
 PRECISION_POLICY = WrapperPatch(
     name="precision-policy",
-    why="AF3 runs the trunk in bf16 whatever the CPU; without native bf16 XLA:CPU emulates it.",
+    why=(
+        "AF3 runs the trunk in bf16 whatever the CPU (without native bf16 XLA:CPU emulates it), "
+        "and its off-GPU attention normalises before the weighted sum; both are set per the CLI's options."
+    ),
     modules=RUN_ALPHAFOLD,
     function="make_model_config",
     versions=("3.0.0", "3.0.4"),

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from alphafold3.model.network import diffusion_head
+from alphafold3.model.network import diffusion_head, modules  # noqa: F401 - AF3 imports it too
 
 _JSON_PATH = flags.DEFINE_string("json_path", None, "Input JSON file.")
 _INPUT_DIR = flags.DEFINE_string("input_dir", None, "Directory of input JSON files.")
@@ -197,6 +197,7 @@ def main(_):
         # What the stand-in was asked to run with, for the CLI tests.
         (out_dir / "standin_settings.json").write_text(json.dumps({
             "bfloat16": config.global_config.bfloat16, "buckets": _BUCKETS.value,
+            "attention": config.global_config.flash_attention_implementation,
             "cache": _JAX_COMPILATION_CACHE_DIR.value, "cpus": len(os.sched_getaffinity(0)),
         }))
 
