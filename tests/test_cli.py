@@ -269,6 +269,11 @@ def test_doctor(workdir, ccd_built):
         assert "A CPU run cannot start" in out
 
 
+def _tiny_predict(workdir):
+    return ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+            "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT]
+
+
 def _settings(out):
     return json.loads((out / "tiny" / "standin_settings.json").read_text())
 
@@ -276,8 +281,7 @@ def _settings(out):
 def test_cpu_defaults_reach_run_alphafold(workdir):
     from af3_cpu_patch import cpu_info, predict
 
-    base = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
-            "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT]
+    base = _tiny_predict(workdir)
     assert run_cli(base + ["--output-dir", workdir / "a"]).returncode == 0
     settings = _settings(workdir / "a")
     assert settings["buckets"] == predict.CPU_BUCKETS.split(",")
@@ -296,8 +300,7 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
 
 def test_attention_on_af3_without_tokamax(workdir):
     # AF3 v3.0.0-v3.0.1 have their own attention, which takes only "xla" on a CPU.
-    base = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
-            "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT]
+    base = _tiny_predict(workdir)
     old_af3 = {"STANDIN_NO_TOKAMAX": "1"}
     assert run_cli(base + ["--output-dir", workdir / "a"], env=old_af3).returncode == 0
     assert _settings(workdir / "a")["attention"] == "xla"
