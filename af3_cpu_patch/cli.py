@@ -12,6 +12,7 @@ import traceback
 
 import click
 
+from af3_cpu_patch import cpu_runtime
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 AF3_DIR_HELP = "Root of DeepMind's alphafold3 checkout (holds run_alphafold.py). Default: $AF3_DIR, else found from the installed alphafold3."
@@ -65,8 +66,8 @@ def main(debug: bool) -> None:
 @click.option("--num-seeds", type=click.IntRange(min=1), default=None, help="Expand each input to this many seeds.")
 @click.option("--buckets", default=None, help="Comma-separated token buckets, as AF3's --buckets; 'stock' for AF3's own. Default: CPU-sized buckets from 32 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for XLA. Default: every core this process may use (affinity and cgroup quota).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
-@click.option("--attention", type=click.Choice(["auto", "xla", "xla_chunked"]), default="auto", show_default=True, help="Trunk attention; auto: xla_chunked where AF3 uses tokamax (v3.0.2+), else xla.")
+@click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
+@click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True, help="Trunk attention; auto: xla_chunked where AF3 uses tokamax (v3.0.2+), else xla.")
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache (default ~/.cache/af3-cpu/jax); used with --quiet, as programs with progress callbacks cannot be cached.")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar: only AF3's own output.")
@@ -192,8 +193,8 @@ class _PassThroughCommand(click.Command):
 @click.option("--num-diffusion-samples", type=click.IntRange(min=1), default=None, help="AF3 default: 5.")
 @click.option("--buckets", default=None, help="As for predict. Default: CPU-sized buckets from 32 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="XLA threads per worker. Default: the worker's cores.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "f32"]), default="auto", show_default=True)
-@click.option("--attention", type=click.Choice(["auto", "xla", "xla_chunked"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True)
+@click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.pass_context

@@ -43,6 +43,7 @@ def prepare(threads: int | None = None) -> int:
 
 # The trunk's precision: "bf16" is AF3's own setting (global_config.bfloat16 = "all").
 PRECISIONS = {"bf16": "all", "f32": "none"}
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 precision = "bf16"
 
 
@@ -62,6 +63,7 @@ def resolve_precision(choice: str) -> str:
 # 1.35x faster on a 2-core AVX2 CPU, and at 32 tokens the trunk's outputs are bit-identical (README, "What
 # each default is based on").
 attention = "xla"
+ATTENTION_CHOICES = ("auto", "xla", "xla_chunked")
 
 
 def attention_choices() -> tuple[str, ...]:

@@ -31,6 +31,8 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import _cpu_model, protein_input  # noqa: E402
 
+from af3_cpu_patch import cpu_runtime  # noqa: E402
+
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
 
@@ -61,12 +63,12 @@ def main() -> int:
     parser.add_argument("--residues", type=int, default=64)
     parser.add_argument("--bucket", type=int, default=None, help="default: the af3-cpu bucket for the input")
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--precision", choices=("auto", "bf16", "f32"), default="auto")
-    parser.add_argument("--attention", choices=("auto", "xla", "xla_chunked"), default="auto")
+    parser.add_argument("--precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
+    parser.add_argument("--attention", choices=cpu_runtime.ATTENTION_CHOICES, default="auto")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
-    from af3_cpu_patch import cpu_runtime, memory_forecast
+    from af3_cpu_patch import memory_forecast
     from af3_cpu_patch.patches import CLI_PATCHES
 
     root = args.af3_dir.expanduser().resolve()
