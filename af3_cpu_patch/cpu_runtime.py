@@ -60,8 +60,8 @@ def resolve_precision(choice: str) -> str:
 # which AF3 v3.0.2+ calls for attention, also offers "xla_chunked", which
 # divides by the softmax denominator after the weighted sum instead (on the
 # small output, not the keys-wide weights): a forward pass at 256 tokens is
-# 1.35x faster on a 2-core AVX2 CPU, and at 32 tokens the trunk's outputs are bit-identical (README, "What
-# each default is based on").
+# 1.35x faster on a 2-core AVX2 CPU, and at 32 tokens the trunk's outputs are
+# bit-identical (README, "What each default is based on").
 attention = "xla"
 ATTENTION_CHOICES = ("auto", "xla", "xla_chunked")
 
