@@ -54,6 +54,13 @@ def main(debug: bool) -> None:
     """Run an unmodified DeepMind AlphaFold 3 on CPUs."""
 
 
+def _cache_dir(cache_dir: pathlib.Path | None, no_cache: bool) -> pathlib.Path | None:
+    """The compilation cache ``--cache-dir``/``--no-cache`` ask for (predict and batch alike)."""
+    from af3_cpu_patch import predict as predict_module
+
+    return None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE)
+
+
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=pathlib.Path))
 @click.option("--model-dir", type=click.Path(path_type=pathlib.Path), default=pathlib.Path.home() / "models", show_default=True, help="AF3 weights directory.")
@@ -98,7 +105,7 @@ def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipelin
         precision=precision,
         attention=attention,
         max_memory=max_memory,
-        cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE),
+        cache_dir=_cache_dir(cache_dir, no_cache),
     )
     out = predict_module.run(options)
     click.echo(f"AF3 output written to {out}")
@@ -225,7 +232,7 @@ def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline
         output_dir=output_dir.expanduser().resolve(), model_dir=model_dir.expanduser().resolve(), af3_dir=af3_dir,
         db_dir=db_dir, buckets=buckets, num_recycles=num_recycles, num_diffusion_samples=num_diffusion_samples,
         precision=precision, attention=attention, threads=threads,
-        cache_dir=None if no_cache else (cache_dir.expanduser().resolve() if cache_dir else predict_module.DEFAULT_CACHE), extra=tuple(extra),
+        cache_dir=_cache_dir(cache_dir, no_cache), extra=tuple(extra),
     )
     if stage != "data":
         predict_module.check_model_dir(settings.model_dir)
