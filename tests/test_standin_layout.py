@@ -1,0 +1,60 @@
+"""The diffusion-attention layout patches: applied on import, and bit-identical (real JAX, jit, vmap).
+
+Shapes are AF3's at 256 tokens: 5 samples x 16 heads x 256 tokens x 48 channels
+for the token self-attention, 5 samples x 64 subsets x (32 query, 128 key)
+atoms x 4 heads x 32 channels for the atom cross-attention.  The stock and the
+patched code run in separate fresh interpreters (stock: no plugin).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers import STANDIN, run_python
+
+LAYOUT = """
+import json, os, sys
+if os.environ.get("WITH_PLUGIN") == "1":
+    import af3_cpu_patch
+import jax, jax.numpy as jnp, numpy as np
+from alphafold3.model.network import diffusion_transformer as dt
+
+function = getattr(dt, os.environ["FUNCTION"])
+queries, keys, heads, channels, lead = json.loads(os.environ["SHAPE"])
+kq, kk, kv, kb = jax.random.split(jax.random.PRNGKey(7), 4)
+q = jax.random.normal(kq, (*lead, queries, heads, channels))
+k = jax.random.normal(kk, (*lead, keys, heads, channels))
+v = jax.random.normal(kv, (*lead, keys, heads, channels))
+bias = jax.random.normal(kb, (heads, queries, keys))  # shared by the samples, like AF3's pair logits
+per_sample = jax.vmap(lambda q, k, v: function(q, k, v, bias))
+out = np.asarray(jax.jit(per_sample)(q, k, v))
+np.save(os.environ["OUT"], out)
+report = {r.patch: str(r.status) for r in af3_cpu_patch.report()} if "af3_cpu_patch" in sys.modules else {}
+print(json.dumps({"report": report}))
+"""
+
+SHAPES = {
+    "self_attention": (256, 256, 16, 48, [5]),
+    "cross_attention": (32, 128, 4, 32, [5, 64]),
+}
+
+
+def _run(tmp_path, function, plugin):
+    out = tmp_path / f"{function}-{plugin}.npy"
+    import json
+
+    env = {"WITH_PLUGIN": "1" if plugin else "0", "FUNCTION": function, "SHAPE": json.dumps(SHAPES[function]),
+           "OUT": str(out)}
+    result = run_python(LAYOUT, pythonpath=[STANDIN], env=env)
+    return result["report"], np.load(out)
+
+
+@pytest.mark.parametrize("function", sorted(SHAPES))
+def test_layout_patch_is_applied_and_bit_identical(tmp_path, function):
+    _, stock = _run(tmp_path, function, plugin=False)
+    report, patched = _run(tmp_path, function, plugin=True)
+    assert report[f"diffusion-{function.replace('_', '-')}-layout"] == "applied"
+    assert np.isfinite(stock).all()
+    assert patched.shape == stock.shape
+    assert patched.tobytes() == stock.tobytes()
