@@ -15,8 +15,11 @@ import json
 import numpy as np
 import pytest
 
+from af3_cpu_patch.patches import layout
 from tests import real_af3
 from tests.helpers import run_python
+
+PATCH_NAMES = {p.function: p.name for p in layout.PATCHES}
 
 MODULE = """
 import json, os, sys
@@ -97,6 +100,6 @@ def test_cpu_row_blocks_are_bit_identical(af3_path, tmp_path, tokens, attention)
 def test_diffusion_attention_layout_is_bit_identical(af3_path, tmp_path, function):
     _, stock = _run(af3_path, tmp_path, "stock", what=function, tokens=256, with_plugin=0)
     report, patched = _run(af3_path, tmp_path, "patched", what=function, tokens=256, with_plugin=1)
-    assert report[f"diffusion-{function.replace('_', '-')}-layout"] == "applied", json.dumps(report)
+    assert report[PATCH_NAMES[function]] == "applied", json.dumps(report)
     assert np.isfinite(stock).all()
     assert patched.tobytes() == stock.tobytes()

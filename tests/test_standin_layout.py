@@ -8,10 +8,15 @@ patched code run in separate fresh interpreters (stock: no plugin).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from af3_cpu_patch.patches import layout
 from tests.helpers import STANDIN, run_python
+
+PATCH_NAMES = {p.function: p.name for p in layout.PATCHES}
 
 LAYOUT = """
 import json, os, sys
@@ -42,8 +47,6 @@ SHAPES = {
 
 def _run(tmp_path, function, plugin):
     out = tmp_path / f"{function}-{plugin}.npy"
-    import json
-
     env = {"WITH_PLUGIN": "1" if plugin else "0", "FUNCTION": function, "SHAPE": json.dumps(SHAPES[function]),
            "OUT": str(out)}
     result = run_python(LAYOUT, pythonpath=[STANDIN], env=env)
@@ -54,7 +57,7 @@ def _run(tmp_path, function, plugin):
 def test_layout_patch_is_applied_and_bit_identical(tmp_path, function):
     _, stock = _run(tmp_path, function, plugin=False)
     report, patched = _run(tmp_path, function, plugin=True)
-    assert report[f"diffusion-{function.replace('_', '-')}-layout"] == "applied"
+    assert report[PATCH_NAMES[function]] == "applied"
     assert np.isfinite(stock).all()
     assert patched.shape == stock.shape
     assert patched.tobytes() == stock.tobytes()

@@ -1,9 +1,10 @@
 """The registry: every patch the plugin knows.
 
 ``ALL_PATCHES`` is what ``import af3_cpu_patch`` installs: numerics guards,
-bit-identical layout rewrites and import fixes, safe in any script.  ``CLI_PATCHES`` adds what only the
-``af3-cpu`` CLI wants: ``run_alphafold.main()`` on the CPU device, and result
-checks around its inference; ``PROGRESS_PATCHES`` its live progress
+bit-identical layout rewrites and import fixes, safe in any script.
+``CLI_PATCHES`` adds what only the ``af3-cpu`` CLI wants:
+``run_alphafold.main()`` on the CPU device, and result checks around its
+inference; ``PROGRESS_PATCHES`` its live progress
 (left out with ``--quiet``); ``BATCH_PATCHES`` what a batch worker adds:
 one kept model across ``main()`` calls.
 """
