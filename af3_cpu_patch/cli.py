@@ -75,7 +75,7 @@ def _cache_dir(cache_dir: pathlib.Path | None, no_cache: bool) -> pathlib.Path |
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for XLA. Default: every core this process may use (affinity and cgroup quota).")
 @click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
 @click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True, help="Trunk attention; auto: xla_chunked where AF3 uses tokamax (v3.0.2+), else xla.")
-@click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache (default ~/.cache/af3-cpu/jax); used with --quiet, as programs with progress callbacks cannot be cached.")
+@click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache, so the next run of the same bucket skips XLA compilation. Default: ~/.cache/af3-cpu/jax ($XDG_CACHE_HOME/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar: only AF3's own output.")
 @click.option("--max-memory", default=None, metavar="GB|none", help="Refuse inputs whose forecast peak memory exceeds this. Default: the memory available now; 'none': no check.")
@@ -202,7 +202,7 @@ class _PassThroughCommand(click.Command):
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="XLA threads per worker. Default: the worker's cores.")
 @click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True)
 @click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax).")
+@click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax, or $XDG_CACHE_HOME/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.pass_context
 def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline, stage, scheduler, scheduler_file, cluster, jobs, cores, memory,

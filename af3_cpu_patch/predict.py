@@ -17,9 +17,10 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import time
 
-from af3_cpu_patch import af3_checkout, cpu_runtime, memory_forecast
+from af3_cpu_patch import af3_checkout, cpu_runtime, host_ticks, memory_forecast
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 WEIGHTS_FILE = re.compile(r".*(\.[0-9]+)?\.bin(\.zst)?(\.[0-9]+)?$")
@@ -37,7 +38,7 @@ VERSIONED_FLAGS = {
 # pads everything to at least 256 tokens), then AF3's own buckets.
 CPU_BUCKETS = "32,48,64,96,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 STOCK_BUCKETS = "256,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
-DEFAULT_CACHE = pathlib.Path.home() / ".cache" / "af3-cpu" / "jax"
+DEFAULT_CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "af3-cpu" / "jax"
 
 
 @dataclasses.dataclass
@@ -175,10 +176,12 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
             value = CPU_BUCKETS
         if value is not None:
             argv.append(f"--{attr}={value}")
-    if options.cache_dir is not None and options.quiet and checkout.has_flag("jax_compilation_cache_dir"):
-        # JAX keys cached programs by their host-callback pointers, so a program
-        # with progress callbacks never hits the cache: use it only without them.
-        argv.append(f"--jax_compilation_cache_dir={options.cache_dir}")
+    if options.cache_dir is not None and checkout.has_flag("jax_compilation_cache_dir"):
+        if options.quiet or host_ticks.cacheable():
+            argv.append(f"--jax_compilation_cache_dir={options.cache_dir}")
+        else:  # JAX caches no program with jax.debug.callback, the ticks' fallback
+            print("af3-cpu: note: progress ticks fell back to jax.debug.callback; no compilation cache "
+                  "this run (--quiet uses it)", file=sys.stderr, flush=True)
     return argv + list(options.extra)
 
 
@@ -226,6 +229,8 @@ def run(options: PredictOptions) -> pathlib.Path:
         checkout.root, options.threads, options.precision, patches, options.attention
     )
     _say(f"{threads} threads, trunk precision {cpu_runtime.precision}, attention {cpu_runtime.attention}", start, options.quiet)
+    if not options.quiet:
+        host_ticks.prepare()
     check_af3_accepts(options.input)
 
     with staged_output(options.output_dir) as staging:

@@ -1,11 +1,12 @@
 """Live progress inside AF3's single jitted forward pass.
 
 A CPU seed spends minutes to hours inside one jitted call where stock AF3
-prints nothing.  Host callbacks (``jax.debug.callback``, unordered, carrying
-no data back into the computation) tick once per trunk recycle and once per
-diffusion step; the host turns ticks into a bar on a terminal or into plain
-lines at most every ``PLAIN_INTERVAL`` seconds otherwise.  The callbacks read
-values but never change them, so outputs are bit-identical with and without.
+prints nothing.  Ticks to the host (``host_ticks``: calls with no operands
+that carry no data into or out of the computation, and leave the program
+cacheable) come once per trunk recycle and once per diffusion step; the host
+turns them into a bar on a terminal or into plain lines at most every
+``PLAIN_INTERVAL`` seconds otherwise.  Outputs are bit-identical with and
+without.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 import time
 
 import numpy as np
+
+from af3_cpu_patch import host_ticks
 
 PLAIN_INTERVAL = 30.0
 _lock = threading.Lock()
@@ -113,21 +116,20 @@ def _diffusion_tick(*, total: int) -> None:
 
 def sample_wrapper(wrapped, instance, args, kwargs):
     """Around ``diffusion_head.sample``: tick once per denoising step."""
-    import jax
-
     args = list(args)
     if "denoising_step" in kwargs:
         denoising_step = kwargs["denoising_step"]
     else:
         denoising_step = args[0]
     config = kwargs["config"] if "config" in kwargs else args[3]
-    tick = functools.partial(_diffusion_tick, total=int(config.steps))
+    total = int(config.steps)
+    tick = functools.partial(_diffusion_tick, total=total)
 
     def ticking_step(positions_noisy, noise_level):
         # No operands: a callback that reads t_hat changes XLA's fusion of the
         # step (and so its FMA contraction and output bits); one with no data
         # dependency does not, and is not batched by vmap, so it runs once a step.
-        jax.debug.callback(tick)
+        host_ticks.tick(f"diffusion_{total}", tick)
         return denoising_step(positions_noisy, noise_level)
 
     if "denoising_step" in kwargs:
@@ -139,14 +141,17 @@ def sample_wrapper(wrapped, instance, args, kwargs):
 
 def trunk_wrapper(wrapped, instance, args, kwargs):
     """Around ``Evoformer.__call__``, the body of AF3's recycling loop: tick once per recycle."""
-    import jax
-
-    jax.debug.callback(_recycle_tick)
+    host_ticks.tick("recycle", _recycle_tick)
     return wrapped(*args, **kwargs)
 
 
 def seed_wrapper(wrapped, instance, args, kwargs):
-    """Around ``ModelRunner.run_inference``: one progress line or bar per seed."""
+    """Around ``ModelRunner.run_inference``: one progress line or bar per seed.
+
+    Also the last point before AF3's model is traced: ``host_ticks`` checks its
+    FFI ticks here (once), so the ticks traced inside use them.
+    """
+    host_ticks.prepare()
     config = getattr(instance, "_model_config", None)
     recycles = getattr(config, "num_recycles", None)
     key = kwargs.get("rng_key", args[1] if len(args) > 1 else None)

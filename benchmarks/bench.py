@@ -201,6 +201,8 @@ def main() -> int:
             "",
             "module:af3_cpu_patch",
             *predict_args(json_path, args.model_dir, work / "ours" / name, af3_dir),
+            "--cache-dir",  # an empty compilation cache: a first run, as stock's (benchmarks/compile_cache.py: the second)
+            str(work / "cache" / name),
             *args.af3_cpu_args.split(),
             "--",
             *common,

@@ -89,7 +89,7 @@ def head_module(info: af3_install.AF3Install) -> str:
 
 # One AF3 forward pass through the stock ModelRunner of run_alphafold.py, saved
 # to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
-# (plus the progress callbacks); BUCKET, PRECISION and ATTENTION (default: AF3's
+# (plus the progress ticks); BUCKET, PRECISION and ATTENTION (default: AF3's
 # "xla") as af3-cpu's options.
 FORWARD = """
 import json, os, pathlib, sys

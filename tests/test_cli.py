@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from click.testing import CliRunner
@@ -143,9 +144,13 @@ def test_option_the_af3_version_lacks(workdir, monkeypatch):
 # --- full runs of the stand-in run_alphafold.py, each in a fresh interpreter ---------------
 
 
+_CACHE_HOME = tempfile.mkdtemp(prefix="af3-cpu-test-cache-")
+
+
 def run_cli(args, env=None):
     full_env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
     full_env["PYTHONPATH"] = os.pathsep.join([str(STANDIN), str(ROOT)])
+    full_env["XDG_CACHE_HOME"] = _CACHE_HOME  # the default compilation cache, away from the user's
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "af3_cpu_patch", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=600
@@ -228,6 +233,32 @@ def test_progress_lines_and_bit_identical_output(workdir):
         assert a == b
 
 
+def test_progress_runs_are_compiled_once(workdir):
+    """With progress on, the second run of the same input loads the model from the compilation cache.
+
+    JAX writes no cache entry for a program with host callbacks
+    (``jax.debug.callback``): the progress ticks must not be such callbacks.
+    """
+    cache = workdir / "cache"
+    base = ["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--no-run-data-pipeline",
+            "--num-diffusion-samples", "2", "--af3-dir", STANDIN_CHECKOUT, "--cache-dir", cache]
+    env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the stand-in compiles in well under JAX's 1 s
+    first = run_cli(base + ["--output-dir", workdir / "first"], env=env)
+    assert first.returncode == 0, first.stderr
+    entries = sorted(p.name for p in cache.iterdir())
+    sampler = [name for name in entries if name.startswith("jit__lambda")]  # the stand-in's jitted sample()
+    assert sampler, entries
+    second = run_cli(base + ["--output-dir", workdir / "second"], env=env)
+    assert second.returncode == 0, second.stderr
+    assert sorted(p.name for p in cache.iterdir()) == entries  # same keys in a new process: loaded, not compiled
+    for proc in (first, second):
+        finals = [line for line in proc.stderr.splitlines() if "diffusion 200/200" in line]
+        assert [line.split(" | ")[0] for line in finals] == ["seed 1", "seed 2"], proc.stderr
+    for sample in ("seed-1_sample-0", "seed-2_sample-1"):
+        a = (workdir / "first" / "tiny" / sample / "tiny_model.xyz").read_bytes()
+        assert a == (workdir / "second" / "tiny" / sample / "tiny_model.xyz").read_bytes()
+
+
 def test_json_that_af3_rejects(workdir):
     bad = dict(SMALL_INPUT, modelSeeds=[])
     (workdir / "rejected.json").write_text(json.dumps(bad))
@@ -286,7 +317,7 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
     settings = _settings(workdir / "a")
     assert settings["buckets"] == predict.CPU_BUCKETS.split(",")
     assert settings["bfloat16"] == ("all" if cpu_info.native_bf16() else "none")
-    assert settings["cache"] is None  # progress callbacks on: no cache
+    assert settings["cache"] == os.path.join(_CACHE_HOME, "af3-cpu", "jax")  # progress on and cached
     assert settings["cpus"] == cpu_info.usable_cores()
     assert settings["attention"] == "xla_chunked"  # the stand-in offers tokamax's list, as AF3 v3.0.2+
 

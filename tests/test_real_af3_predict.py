@@ -7,6 +7,7 @@ are written once per session by ``af3-cpu random-weights``.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -29,22 +30,30 @@ def mmcif_coordinates(path) -> np.ndarray:
     return np.array([[float(r[i]) for i in ix] for r in rows])
 
 
-def test_predict_writes_finite_structure(af3, model_dir, protein_json, tmp_path):
+def test_predict_writes_finite_structure_and_second_run_loads_the_compiled_model(af3, model_dir, protein_json, tmp_path):
     path, info, root = af3
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "af3_cpu_patch", "predict", str(protein_json), "--model-dir", model_dir,
-         "--output-dir", str(out), "--no-run-data-pipeline", "--num-recycles", "1",
-         "--num-diffusion-samples", "1", "--buckets", "32", "--af3-dir", str(root)],
-        capture_output=True, text=True, env=subprocess_env(path), timeout=3600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    job = out / "small_protein"
-    coords = mmcif_coordinates(job / "small_protein_model.cif")
-    assert coords.shape[0] > 100 and np.isfinite(coords).all()
-    assert (job / "small_protein_ranking_scores.csv").is_file()
-    assert "recycle 2/2 | diffusion 200/200" in proc.stderr
-    assert not list(tmp_path.glob(".out.af3-cpu-partial-*"))
+    env = {**subprocess_env(path), "JAX_LOG_COMPILES": "1"}
+    runs = {}
+    for run in ("first", "second"):
+        out = tmp_path / run
+        proc = subprocess.run(
+            [sys.executable, "-m", "af3_cpu_patch", "predict", str(protein_json), "--model-dir", model_dir,
+             "--output-dir", str(out), "--no-run-data-pipeline", "--num-recycles", "1",
+             "--num-diffusion-samples", "1", "--buckets", "32", "--af3-dir", str(root), "--cache-dir", str(tmp_path / "cache")],
+            capture_output=True, text=True, env=env, timeout=3600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        job = out / "small_protein"
+        coords = mmcif_coordinates(job / "small_protein_model.cif")
+        assert coords.shape[0] > 100 and np.isfinite(coords).all()
+        assert (job / "small_protein_ranking_scores.csv").is_file()
+        assert "recycle 2/2 | diffusion 200/200" in proc.stderr  # progress on in both runs
+        assert not list(tmp_path.glob(f".{run}.af3-cpu-partial-*"))
+        hits = re.findall(r"Persistent compilation cache hit for '(\S+)'", proc.stderr)
+        runs[run] = (coords, [h for h in hits if "apply" in h or "forward" in h])
+    assert runs["first"][1] == [], "the first run had nothing to load"
+    assert runs["second"][1], "the second run compiled AF3's model again instead of loading it from the cache"
+    assert runs["first"][0].tobytes() == runs["second"][0].tobytes()
 
 
 def _forward(af3, model_dir, protein_json, tmp_path, variant):
