@@ -60,6 +60,14 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
 
         devices = jax.devices("cpu")
         checks.append(Check("ok", "JAX", f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend cpu ({len(devices)} device)"))
+        from af3_cpu_patch import host_ticks
+        from af3_cpu_patch.predict import DEFAULT_CACHE
+
+        if host_ticks.prepare():
+            checks.append(Check("ok", "compilation cache", f"{DEFAULT_CACHE}; runs with the progress bar are cached"))
+        else:
+            checks.append(Check("warn", "compilation cache", f"{DEFAULT_CACHE}; this jaxlib's FFI does not fit the progress ticks, "
+                                "so only runs with --quiet are cached"))
     except Exception as exc:  # noqa: BLE001 - any failure here means no CPU run
         checks.append(Check("FAIL", "JAX", f"no CPU backend ({type(exc).__name__}: {exc}): pip install jax jaxlib"))
 

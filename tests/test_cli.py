@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,6 +291,7 @@ def test_doctor(workdir, ccd_built):
     out = proc.stdout
     assert "AlphaFold 3 3.0.2 [alphafold3/version.py]" in out
     assert "FMA" in out and "usable cores" in out and "jax " in out
+    assert re.search(r"^\s*ok\s+compilation cache\s+.*runs with the progress bar are cached$", out, re.MULTILINE), out
     if ccd_built:
         assert proc.returncode == 0, out
         assert "A CPU run can start." in out
