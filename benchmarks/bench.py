@@ -101,6 +101,20 @@ def predict_args(
             "--output-dir", str(out_dir), "--af3-dir", str(af3_dir)]  # fmt: skip
 
 
+def is_model_function(name: str) -> bool:
+    """Whether a jitted function's name in JAX's logs is AF3's model (``apply_fn``; ``forward`` in older versions)."""
+    return "apply" in name or "forward" in name
+
+
+def run_env(af3_dir: pathlib.Path) -> dict:
+    """The environment of both paths: CPU JAX logging its compiles, no plugin autoload, the checkout importable."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
+    env.pop("AF3_CPU_PATCH", None)
+    if (af3_dir / "src" / "alphafold3").is_dir():  # a checkout whose package is not pip-installed
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
 def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
     """Run ``cmd``; wall time, peak RSS and CPU time of that process tree."""
     start = time.monotonic()
@@ -109,9 +123,7 @@ def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - start
     text = log.read_text(errors="replace")
-    compile_s = sum(
-        float(m.group(2)) for m in COMPILE_LINE.finditer(text) if "apply" in m.group(1) or "forward" in m.group(1)
-    )
+    compile_s = sum(float(m.group(2)) for m in COMPILE_LINE.finditer(text) if is_model_function(m.group(1)))
     inference = [float(m.group(1)) for m in INFERENCE_LINE.finditer(text)]
     return {
         "ok": os.waitstatus_to_exitcode(status) == 0,
@@ -162,10 +174,7 @@ def main() -> int:
     af3_dir = args.af3_dir.expanduser().resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="af3-cpu-bench-"))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
-    env.pop("AF3_CPU_PATCH", None)
-    if (af3_dir / "src" / "alphafold3").is_dir():  # a checkout whose package is not pip-installed
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
+    env = run_env(af3_dir)
     native_cpu = has_native_cpu_backend(af3_dir)
     common, overrides = [], {}
     if steps is not None:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import COMPILE_LINE, _cpu_model, predict_args, protein_input, run_measured  # noqa: E402
+from bench import COMPILE_LINE, _cpu_model, is_model_function, predict_args, protein_input, run_env, run_measured  # noqa: E402
 
 STAGES = {"tracing": "tracing_s", "jaxpr to MLIR module conversion": "to_mlir_s", "XLA compilation of": "xla_compile_s"}
 CACHE_HIT = re.compile(r"Persistent compilation cache hit for '(\S+)'")
@@ -35,10 +35,10 @@ def stages(log: pathlib.Path) -> dict:
     text = log.read_text(errors="replace")
     out = dict.fromkeys(STAGES.values(), 0.0)
     for match in COMPILE_LINE.finditer(text):
-        if "apply" in match.group(1) or "forward" in match.group(1):
+        if is_model_function(match.group(1)):
             stage = next(v for k, v in STAGES.items() if f"Finished {k}" in match.group(0))
             out[stage] = round(out[stage] + float(match.group(2)), 2)
-    out["cache_hits"] = sorted({m.group(1) for m in CACHE_HIT.finditer(text) if "apply" in m.group(1) or "forward" in m.group(1)})
+    out["cache_hits"] = sorted({m.group(1) for m in CACHE_HIT.finditer(text) if is_model_function(m.group(1))})
     return out
 
 
@@ -54,10 +54,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="af3-cpu-compile-cache-"))
     af3_dir = args.af3_dir.expanduser().resolve()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_LOG_COMPILES": "1"}
-    env.pop("AF3_CPU_PATCH", None)
-    if (af3_dir / "src" / "alphafold3").is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(af3_dir / "src"), env.get("PYTHONPATH")]))
+    env = run_env(af3_dir)
     fold_input = protein_input(args.residues)
     json_path = work / f"{fold_input['name']}.json"
     json_path.write_text(json.dumps(fold_input))
