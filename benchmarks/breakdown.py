@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import _cpu_model, protein_input  # noqa: E402
 
-from af3_cpu_patch import cpu_runtime  # noqa: E402
+from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
 
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
@@ -71,9 +71,7 @@ def main() -> int:
     from af3_cpu_patch import memory_forecast
     from af3_cpu_patch.patches import CLI_PATCHES
 
-    root = args.af3_dir.expanduser().resolve()
-    if (root / "src" / "alphafold3").is_dir():
-        sys.path.insert(0, str(root / "src"))
+    root = af3_checkout.find_checkout(args.af3_dir).root  # also makes its alphafold3 importable
     threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, CLI_PATCHES, args.attention)
     if not hasattr(run_alphafold, "model"):
         sys.exit("breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")

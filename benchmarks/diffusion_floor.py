@@ -33,6 +33,7 @@ idle machine: it measures the CPU's speed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import pathlib
@@ -43,7 +44,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import _cpu_model  # noqa: E402
 
-from af3_cpu_patch import cpu_runtime  # noqa: E402
+from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
 
 # Where the diffusion head's two kinds of transformer keep their weights in the model file.
 TOKEN_SCOPE = "diffusion_head/transformer/"
@@ -80,6 +81,7 @@ def diffusion_weights(af3_params, model_dir: pathlib.Path) -> list[dict]:
     return weights
 
 
+@functools.cache  # weights of one shape (q, k, v, ...) share one measurement
 def matmul_seconds(rows: int, fan_in: int, fan_out: int, repeats: int) -> float:
     """Median seconds of one compiled float32 ``[rows, in] @ [in, out]`` on this machine."""
     import jax
@@ -133,9 +135,7 @@ def main() -> int:
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
-    root = args.af3_dir.expanduser().resolve()
-    if (root / "src" / "alphafold3").is_dir():
-        sys.path.insert(0, str(root / "src"))
+    af3_checkout.find_checkout(args.af3_dir)  # makes the checkout's alphafold3 importable
     threads = cpu_runtime.prepare()
     from alphafold3.model import params as af3_params
     from alphafold3.model.pipeline import pipeline
