@@ -8,21 +8,32 @@ stated tolerances.  Skipped without a real AF3.
 
 from __future__ import annotations
 
+import copy
+import json
+
 import numpy as np
 import pytest
 
+from af3_cpu_patch import memory_forecast
 from tests import real_af3
 
 # Relative RMS difference of the real-token embeddings (rms(a - b) / rms(b)).
 # Measured on v3.0.4 with random weights (AMD EPYC, jax 0.10.2), 31 residues, 1 recycle:
 #   bucket 32 vs 256: single 1.3e-4, pair 3.8e-3;  f32 vs bf16: single 2.3e-3, pair 4.3e-3.
+#   14 of those residues, bucket 16 vs 256: single bit-identical, pair 3.9e-3.
 #   xla_chunked vs xla attention (f32, bucket 32): bit-identical (XLA compiles both alike at this size).
-PADDING_TOLERANCE = 0.02  # bucket 32 vs 256, both bf16: only padding and summation order differ
+PADDING_TOLERANCE = 0.02  # CPU bucket vs 256, both bf16: only padding and summation order differ
 PRECISION_TOLERANCE = 0.03  # f32 vs bf16 trunk at the same bucket
 ATTENTION_TOLERANCE = 1e-4  # xla_chunked vs xla attention, f32, same bucket: only rounding differs
 
 
-def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla"):
+def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla", residues=None):
+    n = residues or len(real_af3.PROTEIN_SEQUENCE)
+    if residues:
+        fold_input = copy.deepcopy(real_af3.PROTEIN)
+        fold_input["sequences"][0]["protein"]["sequence"] = real_af3.PROTEIN_SEQUENCE[:residues]
+        protein_json = tmp_path / f"protein_{residues}.json"
+        protein_json.write_text(json.dumps(fold_input))
     error, arrays = real_af3.forward(
         af3, model_dir, protein_json, tmp_path / f"b{bucket}_{precision}_{attention}.npz", "patched",
         bucket=bucket, precision=precision, attention=attention, embeddings=1,
@@ -30,7 +41,6 @@ def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, atten
     if error and "needs AF3 v3.0.2 or later" in error:
         pytest.skip(f"this AF3 has no tokamax attention: {error}")
     assert error is None, error
-    n = len(real_af3.PROTEIN_SEQUENCE)
     return arrays["single_embeddings"][:n], arrays["pair_embeddings"][:n, :n]
 
 
@@ -39,16 +49,15 @@ def _relative_rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2)))
 
 
-@pytest.fixture(scope="module")
-def reference(af3, model_dir, protein_json, tmp_path_factory):
-    return _embeddings(af3, model_dir, protein_json, tmp_path_factory.mktemp("ref"), 256, "bf16")
-
-
-def test_cpu_bucket_matches_stock_bucket(af3, model_dir, protein_json, tmp_path, reference):
-    small = _embeddings(af3, model_dir, protein_json, tmp_path, 32, "bf16")
-    for name, a, b in zip(("single", "pair"), small, reference):
+# (residues, CPU bucket): the full test protein, and a piece of it that fits AF3's smallest CPU bucket.
+@pytest.mark.parametrize("residues, bucket", [(None, 32), (14, 16)])
+def test_cpu_bucket_matches_stock_bucket(af3, model_dir, protein_json, tmp_path, residues, bucket):
+    assert bucket == memory_forecast.bucket_for(residues or len(real_af3.PROTEIN_SEQUENCE))
+    stock = _embeddings(af3, model_dir, protein_json, tmp_path, 256, "bf16", residues=residues)
+    small = _embeddings(af3, model_dir, protein_json, tmp_path, bucket, "bf16", residues=residues)
+    for name, a, b in zip(("single", "pair"), small, stock):
         error = _relative_rms(a, b)
-        print(f"bucket 32 vs 256, {name}: relative RMS {error:.2e}")
+        print(f"bucket {bucket} vs 256, {name}: relative RMS {error:.2e}")
         assert error < PADDING_TOLERANCE, (name, error)
 
 

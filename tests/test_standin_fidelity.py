@@ -39,7 +39,7 @@ def default_run(workdir):  # noqa: F811 - fixture
 def test_cpu_bucket_matches_stock_bucket(workdir, default_run):  # noqa: F811 - fixture
     settings, *small = default_run
     stock_settings, *stock = _embeddings(workdir, "stock", "--buckets", "stock")
-    assert settings["buckets"][0] == "32" and stock_settings["buckets"] == ["256"]
+    assert settings["buckets"][0] == "16" and stock_settings["buckets"] == ["256"]
     for name, a, b in zip(("single", "pair"), small, stock):
         assert a.shape == b.shape and np.isfinite(a).all()
         assert _relative_rms(a, b) < PADDING_TOLERANCE, name
