@@ -49,7 +49,7 @@ def _relative_rms(a, b):
     return float(np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2)))
 
 
-# (residues, CPU bucket): the full test protein, and a piece of it that fits AF3's smallest CPU bucket.
+# (residues, CPU bucket): the full test protein, and a piece of it that fits af3-cpu's smallest bucket.
 @pytest.mark.parametrize("residues, bucket", [(None, 32), (14, 16)])
 def test_cpu_bucket_matches_stock_bucket(af3, model_dir, protein_json, tmp_path, residues, bucket):
     assert bucket == memory_forecast.bucket_for(residues or len(real_af3.PROTEIN_SEQUENCE))
