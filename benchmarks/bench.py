@@ -245,6 +245,14 @@ def main() -> int:
     return 0 if all(r["stock"]["ok"] and r["af3_cpu"]["ok"] for r in rows) else 1
 
 
+def print_and_save(result: dict, out: pathlib.Path | None) -> None:
+    """Print a script's JSON result and, with ``--out``, write it there too."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if out:
+        out.write_text(text)
+
+
 def _cpu_model() -> str:
     try:
         text = pathlib.Path("/proc/cpuinfo").read_text()

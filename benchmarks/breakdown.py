@@ -29,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model, protein_input  # noqa: E402
+from bench import _cpu_model, print_and_save, protein_input  # noqa: E402
 
 from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
 
@@ -123,9 +123,7 @@ def main() -> int:
             "total": round(11 * trunk + 200 * step + rest, 1),
         },
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    print_and_save(result, args.out)
     return 0
 
 

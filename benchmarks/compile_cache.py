@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import COMPILE_LINE, _cpu_model, is_model_function, predict_args, protein_input, run_env, run_measured  # noqa: E402
+from bench import COMPILE_LINE, _cpu_model, is_model_function, predict_args, print_and_save, protein_input, run_env, run_measured  # noqa: E402
 
 STAGES = {"tracing": "tracing_s", "jaxpr to MLIR module conversion": "to_mlir_s", "XLA compilation of": "xla_compile_s"}
 CACHE_HIT = re.compile(r"Persistent compilation cache hit for '(\S+)'")
@@ -77,8 +77,7 @@ def main() -> int:
         "runs": runs,
         "second_run_reduction": reduction,
     }
-    args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    print_and_save(result, args.out)
     return 0 if all(r["ok"] for r in runs) else 1
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import pathlib
 import statistics
@@ -42,7 +41,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model  # noqa: E402
+from bench import _cpu_model, print_and_save  # noqa: E402
 
 from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
 
@@ -154,9 +153,7 @@ def main() -> int:
             floor_for(weights, int(b), args.samples, atom_slots, args.repeats, peak) for b in args.buckets.split(",")
         ],
     }
-    print(json.dumps(result, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=1))
+    print_and_save(result, args.out)
     return 0
 
 

@@ -10,6 +10,7 @@ whose stock ``sample()`` the patched one is compared with, bit for bit.
 
 from __future__ import annotations
 
+import copy
 import os
 import pathlib
 
@@ -28,6 +29,14 @@ PROTEIN = {  # a small protein with empty MSAs: no data pipeline needed
         {"protein": {"id": "A", "sequence": PROTEIN_SEQUENCE, "unpairedMsa": "", "pairedMsa": "", "templates": []}}
     ],
 }
+
+
+def protein_of_length(residues: int, name: str = "small_protein") -> dict:
+    """:data:`PROTEIN` cut to its first ``residues`` residues."""
+    fold_input = copy.deepcopy(PROTEIN)
+    fold_input["name"] = name
+    fold_input["sequences"][0]["protein"]["sequence"] = PROTEIN_SEQUENCE[:residues]
+    return fold_input
 
 
 def _source_from_env(var: str) -> pathlib.Path | None:

@@ -7,7 +7,6 @@ again, which must find everything done and do no work.  Slow: minutes.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import subprocess
@@ -28,9 +27,7 @@ def test_batch_of_three_on_a_local_cluster_then_nothing_to_do(af3, model_dir, tm
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for index, length in enumerate((12, 20, 28)):
-        fold_input = copy.deepcopy(real_af3.PROTEIN)
-        fold_input["name"] = f"protein_{index}"
-        fold_input["sequences"][0]["protein"]["sequence"] = real_af3.PROTEIN_SEQUENCE[:length]
+        fold_input = real_af3.protein_of_length(length, f"protein_{index}")
         (inputs / f"protein_{index}.json").write_text(json.dumps(fold_input))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "af3_cpu_patch", "batch", str(inputs), "--output-dir", str(out), "--model-dir", model_dir,

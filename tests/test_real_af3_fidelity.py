@@ -8,7 +8,6 @@ stated tolerances.  Skipped without a real AF3.
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -30,10 +29,8 @@ ATTENTION_TOLERANCE = 1e-4  # xla_chunked vs xla attention, f32, same bucket: on
 def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla", residues=None):
     n = residues or len(real_af3.PROTEIN_SEQUENCE)
     if residues:
-        fold_input = copy.deepcopy(real_af3.PROTEIN)
-        fold_input["sequences"][0]["protein"]["sequence"] = real_af3.PROTEIN_SEQUENCE[:residues]
         protein_json = tmp_path / f"protein_{residues}.json"
-        protein_json.write_text(json.dumps(fold_input))
+        protein_json.write_text(json.dumps(real_af3.protein_of_length(residues)))
     error, arrays = real_af3.forward(
         af3, model_dir, protein_json, tmp_path / f"b{bucket}_{precision}_{attention}.npz", "patched",
         bucket=bucket, precision=precision, attention=attention, embeddings=1,
