@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from af3_cpu_patch import cpu_info  # noqa: E402
+
 # Deterministic, varied protein sequences (no MSA: the benchmark times the model).
 _RESIDUES = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAAVRESVPALL"
 
@@ -238,7 +241,7 @@ def main() -> int:
         saved.write_text(json.dumps(rows[-1], indent=1))
         print(json.dumps(rows[-1]), flush=True)
 
-    meta = {"cpu": _cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), **settings}
+    meta = {"cpu": cpu_description(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), **settings}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "results.md").write_text(markdown(meta, rows))
     print(markdown(meta, rows))
@@ -253,12 +256,13 @@ def print_and_save(result: dict, out: pathlib.Path | None) -> None:
         out.write_text(text)
 
 
-def _cpu_model() -> str:
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-        return re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE).group(1).strip()
-    except (OSError, AttributeError):
-        return platform.processor()
+def cpu_description() -> str:
+    """The CPU's model name and the ISA features that decide XLA's speed and ``--precision auto``.
+
+    The model name alone does not tell machines apart (two different EPYCs here
+    both say "AMD EPYC").
+    """
+    return cpu_info.summary()
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:

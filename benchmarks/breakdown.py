@@ -29,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model, print_and_save, protein_input  # noqa: E402
+from bench import cpu_description, print_and_save, protein_input  # noqa: E402
 
 from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
 
@@ -104,7 +104,7 @@ def main() -> int:
     trunk = (seconds[(4, 10)] - seconds[(0, 10)]) / 4
     rest = seconds[(0, 10)] - trunk - 10 * step
     result = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_description(),
         "threads": threads,
         "residues": args.residues,
         "bucket": bucket,

@@ -41,7 +41,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import _cpu_model, print_and_save  # noqa: E402
+from bench import cpu_description, print_and_save  # noqa: E402
 
 from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
 
@@ -143,7 +143,7 @@ def main() -> int:
     atom_slots = atom_slots_per_token(pipeline)
     peak = peak_gflop_per_s(args.repeats)
     result = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_description(),
         "threads": threads,
         "samples": args.samples,
         "atom_slots_per_token": atom_slots,
