@@ -28,6 +28,10 @@ FINGERPRINTS = {
 }
 FINGERPRINT_FILE = "common/folding_input.py"
 CCD_SETS_PICKLE = "constants/converters/chemical_component_sets.pickle"
+# run_alphafold.py copies this file from the package directory into every
+# output directory, after inference (v3.0.0-v3.0.4). ``pip install`` of the
+# checkout puts it there; a bare ``src/alphafold3`` on the path lacks it.
+OUTPUT_TERMS = "OUTPUT_TERMS_OF_USE.md"
 DIFFUSION_HEAD_FILES = ("model/network/diffusion_head.py", "model/diffusion/diffusion_head.py")
 
 INSTALL_HINT = (
@@ -52,6 +56,22 @@ class AF3Install:
     def data_built(self) -> bool:
         """AF3's ``build_data`` has written the CCD pickles it needs at import time."""
         return self.found and (self.package_dir / CCD_SETS_PICKLE).is_file()
+
+    @property
+    def output_terms_present(self) -> bool:
+        """The file AF3 copies into every output is where it looks for it."""
+        return self.found and (self.package_dir / OUTPUT_TERMS).is_file()
+
+    def output_terms_problem(self, checkout: pathlib.Path | None) -> str | None:
+        """One line for a package without :data:`OUTPUT_TERMS`, or None."""
+        if self.output_terms_present:
+            return None
+        source = f"{checkout / OUTPUT_TERMS}" if checkout is not None else f"the root of AF3's checkout ({OUTPUT_TERMS})"
+        return (
+            f"{self.package_dir} has no {OUTPUT_TERMS}, which AF3's run_alphafold.py copies into every output "
+            f"after inference, so the run would fail at its end: pip install the checkout, or copy {source} "
+            f"into {self.package_dir}"
+        )
 
     def describe(self) -> str:
         if not self.found:

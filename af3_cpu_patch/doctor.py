@@ -50,6 +50,8 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
             checks.append(Check("ok", "CCD data", "built (build_data has run)"))
         else:
             checks.append(Check("FAIL", "CCD data", f"missing in {install.package_dir}: run AF3's build_data once"))
+        terms_problem = install.output_terms_problem(checkout.root if checkout is not None else None)
+        checks.append(Check("FAIL", "output terms", terms_problem) if terms_problem else Check("ok", "output terms", f"{af3_install.OUTPUT_TERMS} in the package"))
 
     from af3_cpu_patch import cpu_runtime
 

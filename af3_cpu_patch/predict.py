@@ -156,6 +156,13 @@ def check_versioned_options(options: PredictOptions, checkout: af3_checkout.Chec
             raise UsageProblem(f"{option} is not supported by AF3 {version} (its run_alphafold.py has no --{attr}): drop the option or upgrade AF3")
 
 
+def check_output_terms(checkout: af3_checkout.Checkout) -> None:
+    """Refuse, before inference, an AF3 package that run_alphafold.py cannot write outputs from."""
+    problem = checkout.install.output_terms_problem(checkout.root)
+    if problem:
+        raise UsageProblem(problem)
+
+
 def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_dir: pathlib.Path) -> list[str]:
     """The absl argv for run_alphafold.main(): our options, then the CPU settings, then pass-through."""
     input_flag = "--input_dir" if options.input.is_dir() else "--json_path"
@@ -219,6 +226,7 @@ def run(options: PredictOptions) -> pathlib.Path:
     check_databases(options)
     checkout = af3_checkout.find_checkout(options.af3_dir)
     check_versioned_options(options, checkout)
+    check_output_terms(checkout)
     _say(f"{checkout.install.describe()}; run_alphafold.py from {checkout.root}", start, options.quiet)
     for forecast in forecasts:
         _say(forecast.describe(), start, options.quiet)

@@ -271,6 +271,21 @@ def test_json_that_af3_rejects(workdir):
     assert not (workdir / "out").exists()
 
 
+def test_af3_package_without_output_terms_is_refused_before_inference(workdir):
+    checkout = workdir / "checkout"
+    shutil.copytree(STANDIN_CHECKOUT, checkout)
+    (checkout / "src" / "alphafold3" / "OUTPUT_TERMS_OF_USE.md").unlink()
+    (workdir / "tiny.json").write_text(json.dumps(SMALL_INPUT))
+    proc = run_cli(["predict", workdir / "tiny.json", "--model-dir", workdir / "weights", "--output-dir", workdir / "out",
+                    "--no-run-data-pipeline", "--af3-dir", checkout],
+                   env={"PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(ROOT)])})
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("af3-cpu: error: ") and "has no OUTPUT_TERMS_OF_USE.md" in last and "pip install the checkout" in last
+    assert "importing AF3" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (workdir / "out").exists()
+
+
 def _doctor_checkout(workdir, ccd_built: bool):
     checkout = workdir / "checkout"
     shutil.copytree(STANDIN_CHECKOUT, checkout)
@@ -292,6 +307,7 @@ def test_doctor(workdir, ccd_built):
     assert "AlphaFold 3 3.0.2 [alphafold3/version.py]" in out
     assert "FMA" in out and "usable cores" in out and "jax " in out
     assert re.search(r"^\s*ok\s+compilation cache\s+.*runs with the progress bar are cached$", out, re.MULTILINE), out
+    assert re.search(r"^\s*ok\s+output terms\s+OUTPUT_TERMS_OF_USE.md in the package$", out, re.MULTILINE), out
     if ccd_built:
         assert proc.returncode == 0, out
         assert "A CPU run can start." in out

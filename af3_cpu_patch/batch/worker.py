@@ -63,6 +63,7 @@ class Session:
         self.settings = settings
         self.checkout = af3_checkout.find_checkout(settings.af3_dir)
         predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
+        predict.check_output_terms(self.checkout)
         _, self.run_alphafold = cpu_runtime.start_af3(
             self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention
         )
