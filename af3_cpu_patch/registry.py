@@ -111,8 +111,13 @@ class SourcePatch(Patch):
     fixed_upstream_in: str | None = None
     requires_globals: tuple[tuple[str, str], ...] = (("jnp", "jax.numpy"),)
     verified_by: str = "exact AST match of every stock expression before anything is changed"
+    # Why not to apply on this machine (None: apply), asked at apply time.
+    not_here: Callable[[], str | None] | None = None
 
     def _apply(self, module: types.ModuleType, af3_version: str | None) -> Outcome:
+        reason = self.not_here() if self.not_here is not None else None
+        if reason:
+            return Outcome(Status.NOT_NEEDED, reason)
         for name, expected in self.requires_globals:
             if module.__dict__.get(name) is not importlib.import_module(expected):
                 return Outcome(Status.MISMATCH, f"module global {name!r} is not {expected}")

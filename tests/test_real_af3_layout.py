@@ -93,13 +93,14 @@ def test_cpu_row_blocks_are_bit_identical(af3_path, tmp_path, tokens, attention)
     _, stock = _run(af3_path, tmp_path, "af3-blocks", row_blocks="af3", **settings)
     _, cpu = _run(af3_path, tmp_path, "cpu-blocks", row_blocks="cpu", **settings)
     assert np.isfinite(stock).all()
-    assert cpu.tobytes() == stock.tobytes()
+    assert np.array_equal(cpu, stock), f"max difference {np.abs(cpu - stock).max()}"
 
 
 @pytest.mark.parametrize("function", ["self_attention", "cross_attention"])
 def test_diffusion_attention_layout_is_bit_identical(af3_path, tmp_path, function):
     _, stock = _run(af3_path, tmp_path, "stock", what=function, tokens=256, with_plugin=0)
     report, patched = _run(af3_path, tmp_path, "patched", what=function, tokens=256, with_plugin=1)
-    assert report[PATCH_NAMES[function]] == "applied", json.dumps(report)
+    expected = "not needed" if layout.not_bit_identical_here() else "applied"
+    assert report[PATCH_NAMES[function]] == expected, json.dumps(report)
     assert np.isfinite(stock).all()
-    assert patched.tobytes() == stock.tobytes()
+    assert np.array_equal(patched, stock), f"max difference {np.abs(patched - stock).max()}"
