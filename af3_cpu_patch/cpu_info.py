@@ -58,5 +58,10 @@ def native_bf16() -> bool:
 
 
 def summary() -> str:
+    """The model name and the ISA features that decide XLA's speed and ``--precision auto``.
+
+    The model name alone does not tell machines apart (two different EPYCs
+    both say "AMD EPYC").
+    """
     isa = ", ".join(f"{label} {'yes' if has_flag(flag) else 'no'}" for flag, label in ISA_FLAGS)
     return f"{cpu_model()}; {isa}"

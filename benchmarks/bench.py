@@ -241,7 +241,7 @@ def main() -> int:
         saved.write_text(json.dumps(rows[-1], indent=1))
         print(json.dumps(rows[-1]), flush=True)
 
-    meta = {"cpu": cpu_description(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), **settings}
+    meta = {"cpu": cpu_info.summary(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), **settings}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "results.md").write_text(markdown(meta, rows))
     print(markdown(meta, rows))
@@ -254,15 +254,6 @@ def print_and_save(result: dict, out: pathlib.Path | None) -> None:
     print(text)
     if out:
         out.write_text(text)
-
-
-def cpu_description() -> str:
-    """The CPU's model name and the ISA features that decide XLA's speed and ``--precision auto``.
-
-    The model name alone does not tell machines apart (two different EPYCs here
-    both say "AMD EPYC").
-    """
-    return cpu_info.summary()
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:

@@ -29,9 +29,9 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import cpu_description, print_and_save, protein_input  # noqa: E402
+from bench import print_and_save, protein_input  # noqa: E402
 
-from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
+from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime  # noqa: E402
 
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
@@ -104,7 +104,7 @@ def main() -> int:
     trunk = (seconds[(4, 10)] - seconds[(0, 10)]) / 4
     rest = seconds[(0, 10)] - trunk - 10 * step
     result = {
-        "cpu": cpu_description(),
+        "cpu": cpu_info.summary(),
         "threads": threads,
         "residues": args.residues,
         "bucket": bucket,

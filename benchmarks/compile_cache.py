@@ -24,7 +24,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import COMPILE_LINE, cpu_description, is_model_function, predict_args, print_and_save, protein_input, run_env, run_measured  # noqa: E402
+from bench import COMPILE_LINE, is_model_function, predict_args, print_and_save, protein_input, run_env, run_measured  # noqa: E402
+
+from af3_cpu_patch import cpu_info  # noqa: E402
 
 STAGES = {"tracing": "tracing_s", "jaxpr to MLIR module conversion": "to_mlir_s", "XLA compilation of": "xla_compile_s"}
 CACHE_HIT = re.compile(r"Persistent compilation cache hit for '(\S+)'")
@@ -72,7 +74,7 @@ def main() -> int:
         for key in ("tracing_s", "to_mlir_s", "xla_compile_s", "compile_s", "wall_s")
     }
     result = {
-        "meta": {"cpu": cpu_description(), "cores": len(os.sched_getaffinity(0)), "residues": args.residues,
+        "meta": {"cpu": cpu_info.summary(), "cores": len(os.sched_getaffinity(0)), "residues": args.residues,
                  "af3_dir": str(af3_dir), "af3_cpu_args": args.af3_cpu_args},  # fmt: skip
         "runs": runs,
         "second_run_reduction": reduction,

@@ -41,9 +41,9 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import cpu_description, print_and_save  # noqa: E402
+from bench import print_and_save  # noqa: E402
 
-from af3_cpu_patch import af3_checkout, cpu_runtime  # noqa: E402
+from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime  # noqa: E402
 
 # Where the diffusion head's two kinds of transformer keep their weights in the model file.
 TOKEN_SCOPE = "diffusion_head/transformer/"
@@ -143,7 +143,7 @@ def main() -> int:
     atom_slots = atom_slots_per_token(pipeline)
     peak = peak_gflop_per_s(args.repeats)
     result = {
-        "cpu": cpu_description(),
+        "cpu": cpu_info.summary(),
         "threads": threads,
         "samples": args.samples,
         "atom_slots_per_token": atom_slots,

@@ -22,7 +22,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import cpu_description, predict_args, protein_input, run_measured  # noqa: E402
+from bench import predict_args, protein_input, run_measured  # noqa: E402
+
+from af3_cpu_patch import cpu_info  # noqa: E402
 
 # Residues that nearly fill buckets 32, 64, 128 and 256.
 SIZES = (30, 60, 120, 250)
@@ -68,7 +70,7 @@ def main() -> int:
         if result["ok"]:
             points.append((bucket, result["peak_rss_gb"]))
     coefficients = fit(points) if len(points) >= 3 else None
-    report = {"cpu": cpu_description(), "cores": len(os.sched_getaffinity(0)), "af3_dir": str(af3_dir),
+    report = {"cpu": cpu_info.summary(), "cores": len(os.sched_getaffinity(0)), "af3_dir": str(af3_dir),
               "points": [{"bucket": b, "peak_rss_gb": g} for b, g in points], "fit_a_b_c": coefficients}  # fmt: skip
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
