@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import predict_args, protein_input, run_measured  # noqa: E402
+from bench import predict_args, print_and_save, protein_input, run_measured  # noqa: E402
 
 from af3_cpu_patch import cpu_info  # noqa: E402
 
@@ -72,8 +72,7 @@ def main() -> int:
     coefficients = fit(points) if len(points) >= 3 else None
     report = {"cpu": cpu_info.summary(), "cores": len(os.sched_getaffinity(0)), "af3_dir": str(af3_dir),
               "points": [{"bucket": b, "peak_rss_gb": g} for b, g in points], "fit_a_b_c": coefficients}  # fmt: skip
-    args.out.write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    print_and_save(report, args.out)
     return 0 if coefficients else 1
 
 
