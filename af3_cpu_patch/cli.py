@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from af3_cpu_patch import cpu_runtime
+from af3_cpu_patch import af3_checkout, cpu_runtime
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 AF3_DIR_HELP = "Root of DeepMind's alphafold3 checkout (holds run_alphafold.py). Default: $AF3_DIR, else found from the installed alphafold3."
@@ -236,6 +236,10 @@ def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline
     )
     if stage != "data":
         predict_module.check_model_dir(settings.model_dir)
+        if not (scheduler or scheduler_file or cluster):
+            # Workers started on this machine use this AF3: refuse it now, not once per task after start-up.
+            # Workers of a running cluster or of cluster jobs may see another AF3; they check their own.
+            predict_module.check_output_terms(af3_checkout.find_checkout(af3_dir))
     if run_data_pipeline and stage != "infer":
         predict_module.check_databases(predict_module.PredictOptions(input=output_dir, model_dir=model_dir, output_dir=output_dir, db_dir=db_dir))
     request = runner.Request(

@@ -3,13 +3,17 @@
 AF3's forward pass is one jitted call, so its parts cannot be timed from the
 outside.  This script builds the model the way ``af3-cpu predict`` does (CPU
 patches, precision and attention policy), featurises one protein at one
-bucket, and times the compiled forward pass (after a warm-up call) with three
-settings -- (recycles 0, 10 steps), (0, 30), (4, 10) -- so that
+bucket, compiles its forward pass ahead of time and times one call of it with
+three settings -- (recycles 0, 10 steps), (0, 30), (4, 10) -- so that
 
     per diffusion step = (t(0, 30) - t(0, 10)) / 20     (all samples at once)
     per trunk pass     = (t(4, 10) - t(0, 10)) / 4
 
-and projects AF3's defaults (11 trunk passes, 200 steps).  Same weights-don't-
+and projects AF3's defaults (11 trunk passes, 200 steps).  ``--settings``
+times others: at 256 tokens, where one pass of the defaults' settings takes
+minutes, ``--settings 0:1,1:1`` gives the trunk pass alone in a quarter of the
+time.  Constant costs of a first call (it is the only call timed) cancel in
+these differences.  Same weights-don't-
 matter caveat as ``bench.py``: random weights time like real ones.
 
     python benchmarks/breakdown.py --af3-dir ~/alphafold3 --model-dir ~/models --residues 64
@@ -36,8 +40,27 @@ from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime  # noqa: E402
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
 
-def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int, steps: int) -> float:
-    """Seconds of one compiled forward pass (after a compiling warm-up call)."""
+def parse_settings(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        settings = tuple(tuple(int(n) for n in item.split(":")) for item in text.split(","))
+    except ValueError:
+        settings = ()
+    if len(settings) < 2 or any(len(s) != 2 or min(s) < 0 for s in settings):
+        raise argparse.ArgumentTypeError(f"{text!r}: give two or more recycles:steps pairs, e.g. 0:1,1:1")
+    return settings
+
+
+def slope(seconds: dict, axis: int) -> float | None:
+    """Seconds per unit of recycles (axis 0) or steps (axis 1), from two settings differing only there."""
+    for a in seconds:
+        for b in seconds:
+            if a[1 - axis] == b[1 - axis] and a[axis] < b[axis]:
+                return (seconds[b] - seconds[a]) / (b[axis] - a[axis])
+    return None
+
+
+def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int, steps: int) -> tuple[float, float]:
+    """Seconds to compile the forward pass, and seconds of one call of the compiled pass."""
     import haiku as hk
     import jax
 
@@ -49,11 +72,12 @@ def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int,
     def forward(batch):
         return run_alphafold.model.Model(config)(batch)
 
-    apply = jax.jit(hk.transform(forward).apply)
-    jax.block_until_ready(apply(params, key, batch))
     start = time.perf_counter()
-    jax.block_until_ready(apply(params, key, batch))
-    return time.perf_counter() - start
+    compiled = jax.jit(hk.transform(forward).apply).lower(params, key, batch).compile()
+    compiling = time.perf_counter() - start
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(params, key, batch))
+    return compiling, time.perf_counter() - start
 
 
 def main() -> int:
@@ -65,6 +89,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
     parser.add_argument("--attention", choices=cpu_runtime.ATTENTION_CHOICES, default="auto")
+    parser.add_argument("--settings", type=parse_settings, default=SETTINGS, metavar="R:S,...",
+                        help="recycles:steps pairs to time (default 0:10,0:30,4:10)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
@@ -94,15 +120,16 @@ def main() -> int:
     params = run_alphafold.params.get_model_haiku_params(model_dir=args.model_dir)
     key = jax.random.PRNGKey(1)
 
-    seconds = {}
+    seconds, compiling = {}, {}
     with cpu_runtime.quiet_known_noise():
-        for recycles, steps in SETTINGS:
-            seconds[(recycles, steps)] = time_forward(run_alphafold, params, key, batch, args.samples, recycles, steps)
-            print(f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s", flush=True)
+        for recycles, steps in args.settings:
+            compiling[(recycles, steps)], seconds[(recycles, steps)] = time_forward(
+                run_alphafold, params, key, batch, args.samples, recycles, steps
+            )
+            print(f"recycles {recycles}, steps {steps}: {seconds[(recycles, steps)]:.2f} s "
+                  f"(compiled in {compiling[(recycles, steps)]:.1f} s)", flush=True)
 
-    step = (seconds[(0, 30)] - seconds[(0, 10)]) / 20
-    trunk = (seconds[(4, 10)] - seconds[(0, 10)]) / 4
-    rest = seconds[(0, 10)] - trunk - 10 * step
+    trunk, step = slope(seconds, 0), slope(seconds, 1)
     result = {
         "cpu": cpu_info.summary(),
         "threads": threads,
@@ -113,16 +140,20 @@ def main() -> int:
         "attention": cpu_runtime.attention,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "timed_s": {f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()},
-        "per_diffusion_step_s": round(step, 3),
-        "per_trunk_pass_s": round(trunk, 3),
-        "rest_s": round(rest, 2),
-        "projected_default_s": {
+        "compile_s": {f"recycles={r},steps={s}": round(t, 1) for (r, s), t in compiling.items()},
+        "per_diffusion_step_s": None if step is None else round(step, 3),
+        "per_trunk_pass_s": None if trunk is None else round(trunk, 3),
+    }
+    if trunk is not None and step is not None:
+        (recycles, steps), first = next(iter(seconds.items()))
+        rest = first - (recycles + 1) * trunk - steps * step
+        result["rest_s"] = round(rest, 2)
+        result["projected_default_s"] = {
             "trunk (11 passes)": round(11 * trunk, 1),
             "diffusion (200 steps)": round(200 * step, 1),
             "rest": round(rest, 1),
             "total": round(11 * trunk + 200 * step + rest, 1),
-        },
-    }
+        }
     print_and_save(result, args.out)
     return 0
 

@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -253,6 +254,18 @@ def test_one_line_errors(batch_dir):
     proc = batch_cli(batch_dir, batch_dir / "inputs", "--output-dir", batch_dir / "out", "--no-run-data-pipeline", "--shard", "2/2")
     assert proc.returncode == 2 and "--shard 2/2" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+def test_af3_package_without_output_terms_is_refused_before_any_task(batch_dir):
+    checkout = batch_dir / "checkout"
+    shutil.copytree(STANDIN_CHECKOUT, checkout)
+    (checkout / "src" / "alphafold3" / "OUTPUT_TERMS_OF_USE.md").unlink()
+    env = {"PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(ROOT)])}
+    proc = batch_cli(batch_dir, batch_dir / "inputs", "--output-dir", batch_dir / "out", "--no-run-data-pipeline",
+                     "--shard", "0/1", "--af3-dir", checkout, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "has no OUTPUT_TERMS_OF_USE.md" in proc.stderr, proc.stderr
+    assert not loads(batch_dir) and not (batch_dir / "out").exists()
 
 # --- Dask ------------------------------------------------------------------------------------------
 
