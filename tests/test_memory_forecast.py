@@ -22,7 +22,7 @@ def test_tokens_counted_from_the_json():
 
 
 def test_buckets():
-    assert [mf.bucket_for(n) for n in (1, 16, 17, 25, 32, 33, 41, 49, 57, 200, 257)] == [16, 16, 24, 32, 32, 40, 48, 56, 64, 256, 384]
+    assert [mf.bucket_for(n) for n in (1, 16, 17, 25, 32, 33, 41, 49, 57, 65, 81, 97, 113, 200, 257)] == [16, 16, 24, 32, 32, 40, 48, 56, 64, 80, 96, 112, 128, 256, 384]
     assert mf.bucket_for(40, "stock") == 256
     assert mf.bucket_for(9000, "32,64") == 9000  # past the last bucket AF3 does not pad
 
