@@ -37,7 +37,8 @@ VERSIONED_FLAGS = {
 # Token buckets for the CPU: fine steps where a CPU spends its time (stock AF3
 # pads everything to at least 256 tokens), steps of 8 up to 64 tokens and of
 # 16 up to 128 (each step measured saves 12-21% of the projected inference of
-# an input just above the step below; README, "What each default is based on"), 192, then AF3's own buckets from 256.
+# an input just above the step below; README, "What each default is based
+# on"), 192, then AF3's own buckets from 256.
 CPU_BUCKETS = "16,24,32,40,48,56,64,80,96,112,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 STOCK_BUCKETS = "256,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 DEFAULT_CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "af3-cpu" / "jax"

@@ -12,9 +12,9 @@ three settings -- (recycles 0, 10 steps), (0, 30), (4, 10) -- so that
 and projects AF3's defaults (11 trunk passes, 200 steps).  ``--settings``
 times others: at 256 tokens, where one pass of the defaults' settings takes
 minutes, ``--settings 0:1,1:1`` gives the trunk pass alone (about 8 minutes on
-2 cores, against about 50 for the defaults' settings).  Constant costs of a first call (it is the only call timed) cancel in
-these differences.  Same weights-don't-
-matter caveat as ``bench.py``: random weights time like real ones.
+2 cores, against about 50 for the defaults' settings).  Constant costs of a
+first call (it is the only call timed) cancel in these differences.  Same
+weights-don't-matter caveat as ``bench.py``: random weights time like real ones.
 
     python benchmarks/breakdown.py --af3-dir ~/alphafold3 --model-dir ~/models --residues 64
 
