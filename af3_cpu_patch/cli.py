@@ -237,7 +237,7 @@ def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline
     if stage != "data":
         predict_module.check_model_dir(settings.model_dir)
         if not (scheduler or scheduler_file or cluster):
-            # Workers started on this machine use this AF3: refuse it now, not once per task after start-up.
+            # Workers started on this machine use this AF3: refuse it before planning, not in each worker after start-up.
             # Workers of a running cluster or of cluster jobs may see another AF3; they check their own.
             predict_module.check_output_terms(af3_checkout.find_checkout(af3_dir))
     if run_data_pipeline and stage != "infer":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 STANDIN_CHECKOUT = ROOT / "tests" / "standin_af3"
 STANDIN = STANDIN_CHECKOUT / "src"
 STANDIN_HEAD = STANDIN / "alphafold3" / "model" / "network" / "diffusion_head.py"
+
+
+def standin_checkout_without_output_terms(parent: pathlib.Path) -> pathlib.Path:
+    """A copy of the stand-in checkout whose package lacks OUTPUT_TERMS_OF_USE.md (a bare ``src/alphafold3``)."""
+    checkout = parent / "checkout"
+    shutil.copytree(STANDIN_CHECKOUT, checkout)
+    (checkout / "src" / "alphafold3" / "OUTPUT_TERMS_OF_USE.md").unlink()
+    return checkout
 
 
 def run_python(code: str, *, pythonpath: list[os.PathLike | str] = (), env: dict | None = None, timeout: float = 600):

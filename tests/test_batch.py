@@ -14,7 +14,6 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import time
 import pytest
 
 from af3_cpu_patch.batch import engines, layout, plan
-from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT
+from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT, standin_checkout_without_output_terms
 
 needs_dask = pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs the [dask] extra (distributed)")
 needs_jobqueue = pytest.mark.skipif(importlib.util.find_spec("dask_jobqueue") is None, reason="needs the [dask] extra (dask-jobqueue)")
@@ -255,17 +254,15 @@ def test_one_line_errors(batch_dir):
     assert proc.returncode == 2 and "--shard 2/2" in proc.stderr and "Traceback" not in proc.stderr
 
 
-
 def test_af3_package_without_output_terms_is_refused_before_any_task(batch_dir):
-    checkout = batch_dir / "checkout"
-    shutil.copytree(STANDIN_CHECKOUT, checkout)
-    (checkout / "src" / "alphafold3" / "OUTPUT_TERMS_OF_USE.md").unlink()
+    checkout = standin_checkout_without_output_terms(batch_dir)
     env = {"PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(ROOT)])}
     proc = batch_cli(batch_dir, batch_dir / "inputs", "--output-dir", batch_dir / "out", "--no-run-data-pipeline",
                      "--shard", "0/1", "--af3-dir", checkout, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "has no OUTPUT_TERMS_OF_USE.md" in proc.stderr, proc.stderr
     assert not loads(batch_dir) and not (batch_dir / "out").exists()
+
 
 # --- Dask ------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from af3_cpu_patch import af3_checkout, af3_install
 from af3_cpu_patch.cli import main
-from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT
+from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT, standin_checkout_without_output_terms
 
 SMALL_INPUT = {
     "name": "tiny",
@@ -272,9 +272,7 @@ def test_json_that_af3_rejects(workdir):
 
 
 def test_af3_package_without_output_terms_is_refused_before_inference(workdir):
-    checkout = workdir / "checkout"
-    shutil.copytree(STANDIN_CHECKOUT, checkout)
-    (checkout / "src" / "alphafold3" / "OUTPUT_TERMS_OF_USE.md").unlink()
+    checkout = standin_checkout_without_output_terms(workdir)
     (workdir / "tiny.json").write_text(json.dumps(SMALL_INPUT))
     proc = run_cli(["predict", workdir / "tiny.json", "--model-dir", workdir / "weights", "--output-dir", workdir / "out",
                     "--no-run-data-pipeline", "--af3-dir", checkout],
