@@ -158,6 +158,7 @@ def main() -> int:
     parser.add_argument("--num-diffusion-samples", type=int, default=None)
     parser.add_argument("--diffusion-steps", type=int, default=None, help="diffusion steps on both paths (AF3: 200)")
     parser.add_argument("--no-ligand", action="store_true")
+    parser.add_argument("--ligand-only", action="store_true", help="only the 40-residue protein with ATP")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -170,7 +171,9 @@ def main() -> int:
     recycles = args.num_recycles if args.num_recycles is not None else (QUICK["num_recycles"] if args.quick else None)
     samples = args.num_diffusion_samples or (QUICK["num_diffusion_samples"] if args.quick else None)
     steps = args.diffusion_steps or (QUICK["diffusion_steps"] if args.quick else None)
-    inputs = [protein_input(n) for n in sizes]
+    if args.ligand_only and (args.quick or args.no_ligand or args.sizes):
+        parser.error("--ligand-only runs the protein-ligand input alone: drop --quick, --no-ligand and --sizes")
+    inputs = [] if args.ligand_only else [protein_input(n) for n in sizes]
     if not (args.quick or args.no_ligand):
         inputs.append(protein_input(40, ligand=True))
 
