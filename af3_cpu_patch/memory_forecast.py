@@ -6,8 +6,9 @@ The peak RSS of ``af3-cpu predict`` grows with the token bucket (pair
 activations are bucket x bucket); ``benchmarks/memory.py`` measures it per
 bucket and fits ``a + b*bucket + c*bucket**2``, whose coefficients are below.
 Tokens are counted from the input JSON without AF3: residues and nucleotides
-one each, ligands one per heavy atom (a CCD ligand, whose atoms only AF3's
-dictionary knows, counts as ``CCD_LIGAND_TOKENS``), so the forecast errs high.
+one each, ligands and modified residues one per heavy atom (CCD components from
+the table in :mod:`af3_cpu_patch.ccd_sizes`; others at an upper estimate, so
+the forecast errs high).
 """
 
 from __future__ import annotations
@@ -16,29 +17,40 @@ import dataclasses
 import pathlib
 import re
 
+from af3_cpu_patch.ccd_sizes import LIGAND_TOKENS, MODIFIED_RESIDUE_TOKENS
+
 # Fitted by benchmarks/memory.py: AF3 v3.0.4, af3-cpu defaults (f32 trunk), 5 samples, peak RSS
 # 6.43 / 6.67 / 7.11 / 8.15 GB at buckets 32 / 64 / 128 / 256
 # (benchmarks/measured/memory-v3.0.4-amd-epyc-2core.json).  Past 256 it is an extrapolation.
 FIT_A_B_C = (6.23, 6.367e-3, 4.410e-6)
 MARGIN = 1.10  # forecast = fit x margin: the fit is of one machine's runs
-CCD_LIGAND_TOKENS = 64  # heavy atoms of a large CCD ligand (ATP has 31, heme 43)
-MODIFICATION_TOKENS = 10  # a modified residue is tokenised per atom
+# CCD components missing from ccd_sizes: ATP has 31 heavy atoms, heme 43; modified
+# amino acids have 7-24 and modified nucleotides 20-25 once in a chain.
+UNKNOWN_LIGAND_TOKENS = 64
+UNKNOWN_MODIFIED_RESIDUE_TOKENS = 25
 
 _SMILES_HEAVY_ATOM = re.compile(r"\[(?!H\d*[+\-\]])[^\]]+\]|Cl|Br|[BCNOSPFI]|[bcnops]")
 
 
 def count_tokens(fold_input: dict) -> int:
-    """AF3 tokens of an AF3-dialect input JSON (an upper estimate for CCD ligands)."""
+    """AF3 tokens of an AF3-dialect input JSON (an upper estimate for CCD components not in ccd_sizes)."""
     total = 0
     for entry in fold_input.get("sequences", []):
         (kind, chain), = entry.items()
         ids = chain.get("id", "A")
         copies = len(ids) if isinstance(ids, list) else 1
         if kind in ("protein", "rna", "dna"):
-            tokens = len(chain.get("sequence", "")) + MODIFICATION_TOKENS * len(chain.get("modifications", []))
+            modified = [m.get("ptmType") or m.get("modificationType") for m in chain.get("modifications", [])]
+            tokens = len(chain.get("sequence", "")) + sum(
+                MODIFIED_RESIDUE_TOKENS.get(code, UNKNOWN_MODIFIED_RESIDUE_TOKENS) - 1 for code in modified
+            )
         elif kind == "ligand":
             smiles = chain.get("smiles")
-            tokens = len(_SMILES_HEAVY_ATOM.findall(smiles)) if smiles else CCD_LIGAND_TOKENS * len(chain.get("ccdCodes", []))
+            tokens = (
+                len(_SMILES_HEAVY_ATOM.findall(smiles))
+                if smiles
+                else sum(LIGAND_TOKENS.get(code, UNKNOWN_LIGAND_TOKENS) for code in chain.get("ccdCodes", []))
+            )
         else:
             tokens = 0
         total += tokens * copies

@@ -14,11 +14,33 @@ from tests.test_cli import SMALL_INPUT, assert_one_line_error, invoke, workdir  
 def test_tokens_counted_from_the_json():
     fold_input = {"sequences": [
         {"protein": {"id": ["A", "B"], "sequence": "MKTAY", "modifications": [{"ptmType": "SEP", "ptmPosition": 2}]}},
-        {"rna": {"id": "C", "sequence": "ACGU"}},
+        {"rna": {"id": "C", "sequence": "ACGU", "modifications": [{"modificationType": "PSU", "basePosition": 4}]}},
         {"ligand": {"id": "D", "smiles": "CC(=O)[O-]"}},  # 4 heavy atoms
         {"ligand": {"id": ["E", "F"], "ccdCodes": ["ATP"]}},
+        {"ligand": {"id": ["G", "H", "I"], "ccdCodes": ["ZN"]}},
     ]}
-    assert mf.count_tokens(fold_input) == 2 * (5 + mf.MODIFICATION_TOKENS) + 4 + 4 + 2 * mf.CCD_LIGAND_TOKENS
+    sep, psu, atp, zn = (mf.MODIFIED_RESIDUE_TOKENS["SEP"], mf.MODIFIED_RESIDUE_TOKENS["PSU"],
+                         mf.LIGAND_TOKENS["ATP"], mf.LIGAND_TOKENS["ZN"])
+    assert (sep, psu, atp, zn) == (10, 20, 31, 1)  # per heavy atom; test_real_af3_forecast checks them against AF3
+    assert mf.count_tokens(fold_input) == 2 * (4 + sep) + (3 + psu) + 4 + 2 * atp + 3 * zn
+
+
+def test_components_missing_from_the_table_count_high():
+    known = {"sequences": [{"protein": {"id": "A", "sequence": "MKTAY", "modifications": [{"ptmType": "SEP", "ptmPosition": 2}]}},
+                           {"ligand": {"id": "B", "ccdCodes": ["HEM"]}}]}
+    unknown = {"sequences": [{"protein": {"id": "A", "sequence": "MKTAY", "modifications": [{"ptmType": "XYZ", "ptmPosition": 2}]}},
+                             {"ligand": {"id": "B", "ccdCodes": ["QQQ"]}}]}
+    assert mf.count_tokens(unknown) == 4 + mf.UNKNOWN_MODIFIED_RESIDUE_TOKENS + mf.UNKNOWN_LIGAND_TOKENS > mf.count_tokens(known)
+    assert mf.UNKNOWN_MODIFIED_RESIDUE_TOKENS >= max(mf.MODIFIED_RESIDUE_TOKENS.values())
+
+
+def test_metal_ions_do_not_move_the_bucket():
+    """A 250-residue protein with four zinc ions: 254 tokens, AF3's bucket 256 (not 512)."""
+    fold_input = {"name": "zinc_finger", "sequences": [
+        {"protein": {"id": "A", "sequence": "M" * 250}}, {"ligand": {"id": ["B", "C", "D", "E"], "ccdCodes": ["ZN"]}}]}
+    forecast = mf.forecast(fold_input)
+    assert (forecast.tokens, forecast.bucket) == (254, 256)
+    assert forecast.peak_gb == mf.forecast_gb(256) < mf.forecast_gb(512)
 
 
 def test_buckets():
