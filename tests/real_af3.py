@@ -99,7 +99,8 @@ def head_module(info: af3_install.AF3Install) -> str:
 # One AF3 forward pass through the stock ModelRunner of run_alphafold.py, saved
 # to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
 # (plus the progress ticks); BUCKET, PRECISION and ATTENTION (default: AF3's
-# "xla") as af3-cpu's options.
+# "xla") as af3-cpu's options; WITHOUT: patch names to leave out; STEPS:
+# diffusion steps (default AF3's 200).
 FORWARD = """
 import json, os, pathlib, sys
 import numpy as np
@@ -109,7 +110,9 @@ if variant != "stock":
     from af3_cpu_patch import cpu_runtime
     from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
     cpu_runtime.precision = os.environ.get("PRECISION", "bf16")
-    af3_cpu_patch.install(CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ()))
+    without = set(os.environ.get("WITHOUT", "").split(","))
+    af3_cpu_patch.install(tuple(p for p in CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ())
+                                if p.name not in without))
 sys.path.insert(0, os.environ["AF3_ROOT"])
 import run_alphafold as ra
 if variant != "stock":
@@ -129,6 +132,8 @@ example = featurisation.featurise_input(
     fold_input=fold_input, buckets=[int(os.environ.get("BUCKET", "32"))], ccd=chemical_components.Ccd(), verbose=False)[0]
 config = ra.make_model_config(flash_attention_implementation="xla", num_diffusion_samples=1, num_recycles=1,
                               return_embeddings=os.environ.get("EMBEDDINGS") == "1")
+if "STEPS" in os.environ:
+    config.heads.diffusion.eval.steps = int(os.environ["STEPS"])
 runner = ra.ModelRunner(config=config, device=jax.devices("cpu")[0], model_dir=pathlib.Path(os.environ["MODEL_DIR"]))
 try:
     result = runner.run_inference(example, jax.random.PRNGKey(1))
@@ -141,12 +146,13 @@ for key in ("single_embeddings", "pair_embeddings"):
     if key in result:
         arrays[key] = result[key]
 np.savez(os.environ["OUT"], **arrays)
-print(json.dumps({"error": None}))
+report = {r.patch: str(r.status) for r in sys.modules["af3_cpu_patch"].report()} if variant != "stock" else {}
+print(json.dumps({"error": None, "report": report}))
 """
 
 
 def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, **settings):
-    """Run :data:`FORWARD`; (error or None, dict of arrays or None)."""
+    """Run :data:`FORWARD`; (error or None, dict of arrays or None; its "report": the patches' statuses)."""
     import numpy as np
 
     from tests.helpers import run_python
@@ -155,4 +161,6 @@ def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, **setti
     env = {"VARIANT": variant, "AF3_ROOT": str(root), "INPUT": str(input_json), "MODEL_DIR": str(model_dir), "OUT": str(out)}
     env.update({k.upper(): str(v) for k, v in settings.items()})
     result = run_python(FORWARD, pythonpath=path, timeout=3600, env=env)
-    return result["error"], (dict(np.load(out)) if result["error"] is None else None)
+    if result["error"] is not None:
+        return result["error"], None
+    return None, {**np.load(out), "report": result["report"]}
