@@ -91,6 +91,8 @@ def main() -> int:
     parser.add_argument("--attention", choices=cpu_runtime.ATTENTION_CHOICES, default="auto")
     parser.add_argument("--settings", type=parse_settings, default=SETTINGS, metavar="R:S,...",
                         help="recycles:steps pairs to time (default 0:10,0:30,4:10)")
+    parser.add_argument("--leave-out", default="", metavar="PATCH,...",
+                        help="af3-cpu patches to leave out, e.g. atom-slots (names: README, What is patched)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
@@ -98,7 +100,12 @@ def main() -> int:
     from af3_cpu_patch.patches import CLI_PATCHES
 
     root = af3_checkout.find_checkout(args.af3_dir).root  # also makes its alphafold3 importable
-    threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, CLI_PATCHES, args.attention)
+    left_out = set(filter(None, args.leave_out.split(",")))
+    unknown = left_out - {p.name for p in CLI_PATCHES}
+    if unknown:
+        parser.error(f"--leave-out: no patch named {', '.join(sorted(unknown))}")
+    patches = tuple(p for p in CLI_PATCHES if p.name not in left_out)
+    threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, patches, args.attention)
     if not hasattr(run_alphafold, "model"):
         sys.exit("breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
     # tokamax parses absl flags from sys.argv, and ours are not AF3's.
@@ -139,6 +146,7 @@ def main() -> int:
         "precision": cpu_runtime.precision,
         "attention": cpu_runtime.attention,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "left_out": sorted(left_out),
         "timed_s": {f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()},
         "compile_s": {f"recycles={r},steps={s}": round(t, 1) for (r, s), t in compiling.items()},
         "per_diffusion_step_s": None if step is None else round(step, 3),
