@@ -151,8 +151,8 @@ print(json.dumps({"error": None, "report": report}))
 """
 
 
-def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, **settings):
-    """Run :data:`FORWARD`; (error or None, dict of arrays or None; its "report": the patches' statuses)."""
+def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, with_report: bool = False, **settings):
+    """Run :data:`FORWARD`; (error or None, dict of arrays or None), plus the patches' statuses if ``with_report``."""
     import numpy as np
 
     from tests.helpers import run_python
@@ -161,6 +161,5 @@ def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, **setti
     env = {"VARIANT": variant, "AF3_ROOT": str(root), "INPUT": str(input_json), "MODEL_DIR": str(model_dir), "OUT": str(out)}
     env.update({k.upper(): str(v) for k, v in settings.items()})
     result = run_python(FORWARD, pythonpath=path, timeout=3600, env=env)
-    if result["error"] is not None:
-        return result["error"], None
-    return None, {**np.load(out), "report": result["report"]}
+    arrays = dict(np.load(out)) if result["error"] is None else None
+    return (result["error"], arrays, result.get("report")) if with_report else (result["error"], arrays)

@@ -113,13 +113,13 @@ def test_atom_slots_are_bit_identical(af3, model_dir, tmp_path):
     fold_input["sequences"].append({"ligand": {"id": "B", "ccdCodes": ["ATP"]}})
     path = tmp_path / "protein_atp.json"
     path.write_text(json.dumps(fold_input))
-    results = {}
+    results, reports = {}, {}
     for tag, without in (("af3-slots", "atom-slots"), ("input-slots", "")):
-        error, results[tag] = real_af3.forward(af3, model_dir, path, tmp_path / f"{tag}.npz", "patched",
-                                               bucket=64, steps=20, without=without)
+        error, results[tag], reports[tag] = real_af3.forward(
+            af3, model_dir, path, tmp_path / f"{tag}.npz", "patched", with_report=True, bucket=64, steps=20, without=without)
         assert error is None, error
-    assert "atom-slots" not in results["af3-slots"]["report"]
-    assert results["input-slots"]["report"]["atom-slots"] == "applied"
+    assert "atom-slots" not in reports["af3-slots"]
+    assert reports["input-slots"]["atom-slots"] == "applied"
     for key in ("positions", "pae", "plddt"):
         stock, ours = results["af3-slots"][key], results["input-slots"][key]
         assert np.isfinite(stock).all(), key
