@@ -57,7 +57,7 @@ ONE_TOKEN_RESIDUES = {"MSE"}  # AF3 tokenises selenomethionine like methionine: 
 GLYCANS = 1  # AF3 may drop O1 of each standalone glycan: the forecast then counts one high
 
 
-def test_token_count_matches_af3(af3, tmp_path):
+def test_token_count_matches_af3(af3):
     path, _, _ = af3
     result = run_python(COUNT, pythonpath=path, env={"INPUT": json.dumps(MIXED)}, timeout=1200)
     table = {**ccd_sizes.LIGAND_TOKENS, **ccd_sizes.MODIFIED_RESIDUE_TOKENS}
