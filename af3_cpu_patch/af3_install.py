@@ -28,6 +28,7 @@ FINGERPRINTS = {
 }
 FINGERPRINT_FILE = "common/folding_input.py"
 CCD_SETS_PICKLE = "constants/converters/chemical_component_sets.pickle"
+CCD_PICKLE = "constants/converters/ccd.pickle"
 # run_alphafold.py copies this file from the package directory into every
 # output directory, after inference (v3.0.0-v3.0.4). ``pip install`` of the
 # checkout puts it there; a bare ``src/alphafold3`` on the path lacks it.

@@ -30,6 +30,21 @@ def memory_gib() -> float | None:
         return None
 
 
+def ccd_index_check(pickle_path: pathlib.Path) -> Check | None:
+    """Where af3-cpu keeps the index it reads AF3's CCD through (lazy_ccd), or why it cannot."""
+    from af3_cpu_patch import lazy_ccd
+
+    if not pickle_path.is_file():
+        return None
+    index = lazy_ccd.index_path(pickle_path)
+    if index.is_file():
+        return Check("ok", "CCD index", str(index))
+    if lazy_ccd.can_index():
+        return Check("ok", "CCD index", f"the first run builds it in {index.parent} (about 12 s and 550 MB, once)")
+    return Check("warn", "CCD index", f"{lazy_ccd.index_root()} cannot be written: every run loads AF3's whole CCD "
+                 "(3 GB more memory); set XDG_CACHE_HOME to a writable directory")
+
+
 def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir: str | None) -> list[Check]:
     checks: list[Check] = []
     checkout = None
@@ -50,6 +65,9 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
             checks.append(Check("ok", "CCD data", "built (build_data has run)"))
         else:
             checks.append(Check("FAIL", "CCD data", f"missing in {install.package_dir}: run AF3's build_data once"))
+        index = ccd_index_check(install.package_dir / af3_install.CCD_PICKLE)
+        if index is not None:
+            checks.append(index)
         terms_problem = install.output_terms_problem(checkout.root if checkout is not None else None)
         checks.append(Check("FAIL", "output terms", terms_problem) if terms_problem else Check("ok", "output terms", f"{af3_install.OUTPUT_TERMS} in the package"))
 

@@ -17,13 +17,22 @@ import dataclasses
 import pathlib
 import re
 
+from af3_cpu_patch import lazy_ccd
 from af3_cpu_patch.ccd_sizes import LIGAND_TOKENS, MODIFIED_RESIDUE_TOKENS
 
-# Fitted by benchmarks/memory.py: AF3 v3.0.4, af3-cpu defaults (f32 trunk), 5 samples, peak RSS
-# 6.43 / 6.67 / 7.11 / 8.15 GB at buckets 32 / 64 / 128 / 256
-# (benchmarks/measured/memory-v3.0.4-amd-epyc-2core.json).  Past 256 it is an extrapolation.
-FIT_A_B_C = (6.23, 6.367e-3, 4.410e-6)
+# Fitted by benchmarks/memory.py --diffusion-steps 20 --quadratic 4.41e-6: AF3 v3.0.4, af3-cpu
+# defaults (CCD index, atom-slots, bf16 trunk on an AVX512-BF16 CPU), 5 samples, peak RSS
+# 3.49 / 3.61 / 4.00 / 4.72 GB at buckets 32 / 64 / 128 / 256, each within 0.035 GB of the fit
+# (benchmarks/measured/memory-v3.0.4-amd-epyc-avx512bf16-2core.json).  The bucket**2 coefficient
+# is kept from the earlier fit (before the CCD index: 6.43 / 6.67 / 7.11 / 8.15 GB, 200 steps,
+# memory-v3.0.4-amd-epyc-2core.json); a free fit gives 1.9e-6, which forecasts buckets past 256
+# lower, and none past 256 has been measured.  Past 256 it is an extrapolation.
+FIT_A_B_C = (3.345, 4.285e-3, 4.410e-6)
 MARGIN = 1.10  # forecast = fit x margin: the fit is of one machine's runs
+# The fit is of runs that read the CCD through af3-cpu's index (lazy_ccd); a run
+# that unpickles AF3's whole CCD peaks this much higher (benchmarks/ccd_load.py:
+# 6.24 vs 3.28 GB, benchmarks/measured/ccd-load-*.json).
+WHOLE_CCD_GB = 2.96
 # CCD components missing from ccd_sizes: ATP has 31 heavy atoms, heme 43; modified
 # amino acids have 7-24 and modified nucleotides 20-25 once in a chain.
 UNKNOWN_LIGAND_TOKENS = 64
@@ -110,10 +119,14 @@ class Forecast:
         return f"{self.name}: {self.tokens} tokens -> bucket {self.bucket}, forecast peak memory {self.peak_gb} GB"
 
 
-def forecast(fold_input: dict, buckets: str | None = None) -> Forecast:
+def forecast(fold_input: dict, buckets: str | None = None, whole_ccd: bool | None = None) -> Forecast:
+    """``whole_ccd``: AF3 will unpickle its whole CCD (default: when af3-cpu cannot keep its CCD index here)."""
     tokens = count_tokens(fold_input)
     bucket = bucket_for(tokens, buckets)
-    return Forecast(fold_input.get("name", "?"), tokens, bucket, forecast_gb(bucket))
+    if whole_ccd is None:
+        whole_ccd = not lazy_ccd.can_index()
+    extra = round(WHOLE_CCD_GB * MARGIN, 1) if whole_ccd else 0.0
+    return Forecast(fold_input.get("name", "?"), tokens, bucket, round(forecast_gb(bucket) + extra, 1))
 
 
 def parse_max_memory(value: str | None) -> float | None:

@@ -120,6 +120,8 @@ class SourcePatch(Patch):
             return Outcome(Status.NOT_NEEDED, reason)
         for name, expected in self.requires_globals:
             if module.__dict__.get(name) is not importlib.import_module(expected):
+                if self.covers(af3_version) is False:
+                    return Outcome(Status.NOT_NEEDED, f"AF3 {af3_version} has no stock form of this site")
                 return Outcome(Status.MISMATCH, f"module global {name!r} is not {expected}")
         located = source_rewrite.locate(module, self.function)
         kind = source_rewrite.classify(located.scope_node, self.rewrites)

@@ -14,8 +14,10 @@ from typing import Any, Iterable
 import numpy as np
 
 # Metadata that AF3 legitimately leaves NaN: interface scores when there is no
-# interface (a single chain), and the averages and rankings built from them.
-LEGITIMATE_NAN = ("iptm", "interface", "xchain", "cross_chain", "chain_pair", "ranking_confidence")
+# interface (a single chain), and the averages and rankings built from them;
+# the per-chain PAE summaries of a chain with no valid frame (fewer than three
+# non-colinear atoms: a metal ion), which AF3's ``chain_pair_pae`` sets to NaN.
+LEGITIMATE_NAN = ("iptm", "interface", "xchain", "ichain", "cross_chain", "chain_pair", "ranking_confidence")
 
 
 class NonFiniteResult(RuntimeError):

@@ -139,6 +139,28 @@ def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
     }
 
 
+# af3-cpu reads AF3's CCD through an index it builds once per AF3 install
+# (af3_cpu_patch/lazy_ccd.py), as AF3's own build_data makes the CCD pickle once.
+# It is built before the timed runs; benchmarks/ccd_load.py measures a first run too.
+CCD_INDEX = """
+import json, time
+from alphafold3.constants import chemical_components
+from af3_cpu_patch import lazy_ccd
+path = lazy_ccd.index_path(chemical_components._CCD_PICKLE_FILE)
+start, existed = time.monotonic(), path.is_file()
+lazy_ccd.ensure_index(chemical_components._CCD_PICKLE_FILE)
+print(json.dumps({"existed": existed, "build_s": round(time.monotonic() - start, 1)}))
+"""
+
+
+def prepare_ccd_index(env: dict) -> dict:
+    """Build af3-cpu's CCD index if it is not there yet: whether it existed, and the seconds it took."""
+    proc = subprocess.run([sys.executable, "-c", CCD_INDEX], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"could not build af3-cpu's CCD index: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def has_native_cpu_backend(af3_dir: pathlib.Path) -> bool:
     return "'jax_backend'" in (af3_dir / "run_alphafold.py").read_text()
 
@@ -194,6 +216,7 @@ def main() -> int:
 
     settings = {"af3_dir": str(af3_dir), "recycles": recycles, "samples": samples, "diffusion_steps": steps,
                 "af3_cpu_args": args.af3_cpu_args}  # fmt: skip
+    ccd_index = prepare_ccd_index(env)
     rows = []
     for fold_input in inputs:
         name = fold_input["name"]
@@ -244,7 +267,8 @@ def main() -> int:
         saved.write_text(json.dumps(rows[-1], indent=1))
         print(json.dumps(rows[-1]), flush=True)
 
-    meta = {"cpu": cpu_info.summary(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), **settings}
+    meta = {"cpu": cpu_info.summary(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "ccd_index": ccd_index, **settings}  # fmt: skip
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (args.out / "results.md").write_text(markdown(meta, rows))
     print(markdown(meta, rows))

@@ -92,10 +92,11 @@ def test_af3_dir_without_run_alphafold(workdir):
     assert_one_line_error(result, 2, "has no run_alphafold.py", "--af3-dir")
 
 
-def test_bad_option_value_is_a_usage_error(workdir):
-    result = invoke("predict", workdir / "in.json", "--num-recycles", "-1")
+@pytest.mark.parametrize("value", ["-1", "0"])  # AF3's own flag takes 1 or more: say so before AF3 starts
+def test_bad_option_value_is_a_usage_error(workdir, value):
+    result = invoke("predict", workdir / "in.json", "--num-recycles", value)
     assert result.exit_code == 2
-    assert "Traceback" not in result.output
+    assert "--num-recycles" in result.output and "Traceback" not in result.output
 
 
 def test_placeholder_alphafold3_is_refused(workdir, monkeypatch):
@@ -291,6 +292,7 @@ def _doctor_checkout(workdir, ccd_built: bool):
         converters = checkout / "src" / "alphafold3" / "constants" / "converters"
         converters.mkdir(parents=True)
         (converters / "chemical_component_sets.pickle").write_bytes(b"")
+        (converters / "ccd.pickle").write_bytes(b"")
     return checkout
 
 
@@ -309,6 +311,7 @@ def test_doctor(workdir, ccd_built):
     if ccd_built:
         assert proc.returncode == 0, out
         assert "A CPU run can start." in out
+        assert re.search(r"^\s*ok\s+CCD index\s+the first run builds it in \S+af3-cpu/ccd ", out, re.MULTILINE), out
         assert "patch denoising-step-sqrt" in out and "patch run-alphafold-cpu-device" in out
     else:
         assert proc.returncode == 1

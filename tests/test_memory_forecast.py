@@ -38,9 +38,21 @@ def test_metal_ions_do_not_move_the_bucket():
     """A 250-residue protein with four zinc ions: 254 tokens, AF3's bucket 256 (not 512)."""
     fold_input = {"name": "zinc_finger", "sequences": [
         {"protein": {"id": "A", "sequence": "M" * 250}}, {"ligand": {"id": ["B", "C", "D", "E"], "ccdCodes": ["ZN"]}}]}
-    forecast = mf.forecast(fold_input)
+    forecast = mf.forecast(fold_input, whole_ccd=False)
     assert (forecast.tokens, forecast.bucket) == (254, 256)
     assert forecast.peak_gb == mf.forecast_gb(256) < mf.forecast_gb(512)
+
+
+def test_a_run_that_loads_the_whole_ccd_is_forecast_higher(tmp_path, monkeypatch):
+    fold_input = {"name": "p", "sequences": [{"protein": {"id": "A", "sequence": "M" * 40}}]}
+    indexed, whole = mf.forecast(fold_input, whole_ccd=False), mf.forecast(fold_input, whole_ccd=True)
+    assert whole.peak_gb == pytest.approx(indexed.peak_gb + mf.WHOLE_CCD_GB * mf.MARGIN, abs=0.11)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "new" / "cache"))  # can be made: the index will be used
+    assert mf.forecast(fold_input).peak_gb == indexed.peak_gb
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked / "cache"))  # cannot be made: AF3 loads its pickle
+    assert mf.forecast(fold_input).peak_gb == whole.peak_gb
 
 
 def test_buckets():

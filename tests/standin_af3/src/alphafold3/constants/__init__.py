@@ -1,0 +1,1 @@
+"""Stand-in of AF3's constants package."""
