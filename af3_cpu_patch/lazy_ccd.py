@@ -184,7 +184,7 @@ class LazyCcd(MutableMapping):
         return sum(1 for _ in self)
 
     def __reduce__(self):
-        return (_rebuild, (self._index, {k: self._loaded[k] for k in self._loaded}, set(self._deleted)))
+        return (_rebuild, (self._index, dict(self._loaded), set(self._deleted)))
 
 
 def _rebuild(index: pathlib.Path, loaded: dict, deleted: set) -> LazyCcd:
