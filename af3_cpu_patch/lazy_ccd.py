@@ -32,6 +32,8 @@ import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from af3_cpu_patch import cache_dirs
+
 INDEX_DIR = "ccd"
 _SCHEMA = "CREATE TABLE components (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
 # The types AF3's own safe_pickle allows in its CCD pickle.
@@ -54,8 +56,7 @@ def _loads(blob: bytes) -> Any:
 
 
 def index_root() -> pathlib.Path:
-    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
-    return pathlib.Path(base) / "af3-cpu" / INDEX_DIR
+    return cache_dirs.cache_root() / INDEX_DIR
 
 
 def can_index() -> bool:

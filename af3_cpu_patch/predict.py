@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 
-from af3_cpu_patch import af3_checkout, cpu_runtime, host_ticks, memory_forecast
+from af3_cpu_patch import af3_checkout, cache_dirs, cpu_runtime, host_ticks, memory_forecast
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 WEIGHTS_FILE = re.compile(r".*(\.[0-9]+)?\.bin(\.zst)?(\.[0-9]+)?$")
@@ -41,7 +41,7 @@ VERSIONED_FLAGS = {
 # on"), 192, then AF3's own buckets from 256.
 CPU_BUCKETS = "16,24,32,40,48,56,64,80,96,112,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 STOCK_BUCKETS = "256,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
-DEFAULT_CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "af3-cpu" / "jax"
+DEFAULT_CACHE = cache_dirs.cache_root() / "jax"
 
 
 @dataclasses.dataclass
