@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from af3_cpu_patch import af3_checkout, cpu_runtime
+from af3_cpu_patch import af3_checkout, cpu_runtime, diffusion_precision
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 AF3_DIR_HELP = "Root of DeepMind's alphafold3 checkout (holds run_alphafold.py). Default: $AF3_DIR, else found from the installed alphafold3."
@@ -74,13 +74,14 @@ def _cache_dir(cache_dir: pathlib.Path | None, no_cache: bool) -> pathlib.Path |
 @click.option("--buckets", default=None, help="Comma-separated token buckets, as AF3's --buckets; 'stock' for AF3's own. Default: CPU-sized buckets from 16 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for XLA. Default: every core this process may use (affinity and cgroup quota).")
 @click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
+@click.option("--diffusion-precision", type=click.Choice(diffusion_precision.CHOICES), default="auto", show_default=True, help="Diffusion head's default-precision products; bf16: one bf16 pass as on a TPU (faster with native bf16); auto: bf16 on CPUs with native bf16, else f32 (CPU-stock AF3).")
 @click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True, help="Trunk attention; auto: xla_chunked where AF3 uses tokamax (v3.0.2+), else xla.")
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache, so the next run of the same bucket skips XLA compilation. Default: ~/.cache/af3-cpu/jax ($XDG_CACHE_HOME/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar: only AF3's own output.")
 @click.option("--max-memory", default=None, metavar="GB|none", help="Refuse inputs whose forecast peak memory exceeds this. Default: the memory available now; 'none': no check.")
 @click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- RUN_ALPHAFOLD_FLAGS]")
-def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, attention, cache_dir, no_cache, quiet, max_memory, extra):
+def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipeline, num_recycles, num_diffusion_samples, num_seeds, buckets, threads, precision, diffusion_precision, attention, cache_dir, no_cache, quiet, max_memory, extra):
     """Predict INPUT (an AF3 input JSON file or a directory of them) on the CPU.
 
     Runs AF3's own run_alphafold.py with the CPU fixes applied; flags after
@@ -103,6 +104,7 @@ def predict(input_path, model_dir, db_dir, output_dir, af3_dir, run_data_pipelin
         quiet=quiet,
         threads=threads,
         precision=precision,
+        diffusion_precision=diffusion_precision,
         attention=attention,
         max_memory=max_memory,
         cache_dir=_cache_dir(cache_dir, no_cache),
@@ -128,7 +130,8 @@ def doctor(model_dir, db_dir, af3_dir):
 @click.argument("out_dir", metavar="DIR", type=click.Path(path_type=pathlib.Path))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--af3-dir", default=None, help=AF3_DIR_HELP)
-def random_weights(out_dir, seed, af3_dir):
+@click.option("--fill-zero-init", is_flag=True, help="Also give AF3's zero-initialised layers random values, so every layer affects the output (for comparing precisions).")
+def random_weights(out_dir, seed, af3_dir, fill_zero_init):
     """Write RANDOM AF3 weights of the real shapes to DIR -- NOT FOR PREDICTIONS.
 
     For checking an install end to end and for benchmarks, without the gated
@@ -136,7 +139,7 @@ def random_weights(out_dir, seed, af3_dir):
     """
     from af3_cpu_patch import random_weights as rw
 
-    path = rw.write(out_dir, seed=seed, af3_dir=af3_dir)
+    path = rw.write(out_dir, seed=seed, af3_dir=af3_dir, fill_zero=fill_zero_init)
     click.echo(f"wrote RANDOM weights (NOT FOR PREDICTIONS) to {path}")
 
 
@@ -201,13 +204,14 @@ class _PassThroughCommand(click.Command):
 @click.option("--buckets", default=None, help="As for predict. Default: CPU-sized buckets from 16 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="XLA threads per worker. Default: the worker's cores.")
 @click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True)
+@click.option("--diffusion-precision", type=click.Choice(diffusion_precision.CHOICES), default="auto", show_default=True)
 @click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax, or $XDG_CACHE_HOME/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
 @click.pass_context
 def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline, stage, scheduler, scheduler_file, cluster, jobs, cores, memory,
           walltime, queue, account, workers, shard, print_sbatch, max_memory, retries, num_recycles, num_diffusion_samples, buckets, threads, precision,
-          attention, cache_dir, no_cache):
+          diffusion_precision, attention, cache_dir, no_cache):
     """Predict many INPUTS (AF3 JSON files or folders of them), one task per input and seed.
 
     Runs on a local Dask cluster by default, on a running one with
@@ -231,7 +235,7 @@ def batch(ctx, inputs, output_dir, model_dir, db_dir, af3_dir, run_data_pipeline
     settings = worker.Settings(
         output_dir=output_dir.expanduser().resolve(), model_dir=model_dir.expanduser().resolve(), af3_dir=af3_dir,
         db_dir=db_dir, buckets=buckets, num_recycles=num_recycles, num_diffusion_samples=num_diffusion_samples,
-        precision=precision, attention=attention, threads=threads,
+        precision=precision, diffusion_precision=diffusion_precision, attention=attention, threads=threads,
         cache_dir=_cache_dir(cache_dir, no_cache), extra=tuple(extra),
     )
     if stage != "data":

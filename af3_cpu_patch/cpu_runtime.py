@@ -16,7 +16,7 @@ import pathlib
 import sys
 import typing
 
-from af3_cpu_patch import cpu_info
+from af3_cpu_patch import cpu_info, diffusion_precision
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 NOISE = ("Not supported on cpu",)
@@ -121,7 +121,12 @@ def model_config_wrapper(wrapped, instance, args, kwargs):
 
 
 def start_af3(
-    root: pathlib.Path, threads: int | None, precision_choice: str, patches, attention_choice: str = "auto"
+    root: pathlib.Path,
+    threads: int | None,
+    precision_choice: str,
+    patches,
+    attention_choice: str = "auto",
+    diffusion_choice: str = "auto",
 ) -> tuple[int, object]:
     """Set this process up for AF3 on the CPU, in the one order that works; returns (threads, run_alphafold).
 
@@ -132,6 +137,7 @@ def start_af3(
     global precision, attention
     used = prepare(threads)
     precision = resolve_precision(precision_choice)
+    diffusion_precision.setting = diffusion_precision.resolve(diffusion_choice)
     import af3_cpu_patch
 
     af3_cpu_patch.install(patches)

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 
-from af3_cpu_patch import af3_checkout, cache_dirs, cpu_runtime, host_ticks, memory_forecast
+from af3_cpu_patch import af3_checkout, cache_dirs, cpu_runtime, diffusion_precision, host_ticks, memory_forecast
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 WEIGHTS_FILE = re.compile(r".*(\.[0-9]+)?\.bin(\.zst)?(\.[0-9]+)?$")
@@ -60,6 +60,7 @@ class PredictOptions:
     quiet: bool = False
     threads: int | None = None
     precision: str = "auto"
+    diffusion_precision: str = "auto"
     attention: str = "auto"
     cache_dir: pathlib.Path | None = DEFAULT_CACHE
     max_memory: str | None = None
@@ -237,9 +238,14 @@ def run(options: PredictOptions) -> pathlib.Path:
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     patches = CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES)
     threads, run_alphafold = cpu_runtime.start_af3(
-        checkout.root, options.threads, options.precision, patches, options.attention
+        checkout.root, options.threads, options.precision, patches, options.attention, options.diffusion_precision
     )
-    _say(f"{threads} threads, trunk precision {cpu_runtime.precision}, attention {cpu_runtime.attention}", start, options.quiet)
+    _say(
+        f"{threads} threads, trunk precision {cpu_runtime.precision}, diffusion products "
+        f"{diffusion_precision.describe()}, attention {cpu_runtime.attention}",
+        start,
+        options.quiet,
+    )
     if not options.quiet:
         host_ticks.prepare()
     check_af3_accepts(options.input)

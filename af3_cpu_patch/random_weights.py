@@ -56,7 +56,33 @@ def init_params(run_alphafold, seed: int):
     return jax.jit(forward.init)(jax.random.PRNGKey(seed), batch)
 
 
-def write(out_dir: pathlib.Path, *, seed: int = 0, af3_dir: str | None = None) -> pathlib.Path:
+# Scale of the values given to zero-initialised weights (times 1/sqrt(fan-in)).
+FILL_SCALE = 0.1
+
+
+def fill_zero_init(haiku_params, seed: int):
+    """Give every all-zero weight matrix random values (normal, ``FILL_SCALE / sqrt(fan-in)``).
+
+    Why: AF3 initialises its output projections and adaptive gates to zero, so
+    with AF3's own initialisation most of the diffusion transformer adds
+    exactly nothing to its input, and a change of how its products are
+    computed cannot show in the output.  Filled weights make every layer count,
+    for comparisons of precision; speed does not depend on the values.
+    """
+    rng = np.random.default_rng(seed)
+    filled = {}
+    for scope, arrays in haiku_params.items():
+        filled[scope] = {}
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            if name == "weights" and value.ndim >= 2 and not value.any():
+                fan_in = value.shape[-2]
+                value = (rng.standard_normal(value.shape) * (FILL_SCALE / np.sqrt(fan_in))).astype(value.dtype)
+            filled[scope][name] = value
+    return filled
+
+
+def write(out_dir: pathlib.Path, *, seed: int = 0, af3_dir: str | None = None, fill_zero: bool = False) -> pathlib.Path:
     checkout = af3_checkout.find_checkout(af3_dir)
     out_dir = out_dir.expanduser().resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -71,6 +97,8 @@ def write(out_dir: pathlib.Path, *, seed: int = 0, af3_dir: str | None = None) -
 
     with cpu_runtime.quiet_known_noise():
         haiku_params = init_params(run_alphafold, seed)
+    if fill_zero:
+        haiku_params = fill_zero_init(haiku_params, seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / (FILENAME + ".partial")
     with open(partial, "wb") as stream:
@@ -81,7 +109,8 @@ def write(out_dir: pathlib.Path, *, seed: int = 0, af3_dir: str | None = None) -
     partial.rename(out_dir / FILENAME)
     (out_dir / NOTICE).write_text(
         "These are randomly initialised AlphaFold 3 weights with the real shapes, written by\n"
-        f"af3-cpu random-weights (seed {seed}) for checking an install and for benchmarks.\n"
+        f"af3-cpu random-weights (seed {seed}{', zero-initialised layers filled' if fill_zero else ''}) for checking\n"
+        "an install, for benchmarks and for comparisons of precision.\n"
         "Structures predicted with them are meaningless. NOT FOR PREDICTIONS.\n"
     )
     return out_dir / FILENAME

@@ -35,7 +35,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import print_and_save, protein_input  # noqa: E402
 
-from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime  # noqa: E402
+from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime, diffusion_precision  # noqa: E402
 
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
@@ -89,6 +89,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
     parser.add_argument("--attention", choices=cpu_runtime.ATTENTION_CHOICES, default="auto")
+    parser.add_argument("--diffusion-precision", choices=diffusion_precision.CHOICES, default="auto")
     parser.add_argument("--settings", type=parse_settings, default=SETTINGS, metavar="R:S,...",
                         help="recycles:steps pairs to time (default 0:10,0:30,4:10)")
     parser.add_argument("--leave-out", default="", metavar="PATCH,...",
@@ -105,7 +106,9 @@ def main() -> int:
     if unknown:
         parser.error(f"--leave-out: no patch named {', '.join(sorted(unknown))}")
     patches = tuple(p for p in CLI_PATCHES if p.name not in left_out)
-    threads, run_alphafold = cpu_runtime.start_af3(root, None, args.precision, patches, args.attention)
+    threads, run_alphafold = cpu_runtime.start_af3(
+        root, None, args.precision, patches, args.attention, args.diffusion_precision
+    )
     if not hasattr(run_alphafold, "model"):
         sys.exit("breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
     # tokamax parses absl flags from sys.argv, and ours are not AF3's.
@@ -145,6 +148,7 @@ def main() -> int:
         "samples": args.samples,
         "precision": cpu_runtime.precision,
         "attention": cpu_runtime.attention,
+        "diffusion_precision": diffusion_precision.setting,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "left_out": sorted(left_out),
         "timed_s": {f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()},

@@ -24,19 +24,26 @@ def af3():
     return path, info, root
 
 
-@pytest.fixture(scope="session")
-def model_dir(af3, tmp_path_factory):
-    given = os.environ.get("AF3_MODEL_DIR")
-    if given:
-        return given
+def _random_weights(af3, tmp_path_factory, *options) -> str:
     path, _, root = af3
     out = tmp_path_factory.mktemp("random_weights") / "w"
     proc = subprocess.run(
-        [sys.executable, "-m", "af3_cpu_patch", "random-weights", str(out), "--af3-dir", str(root)],
+        [sys.executable, "-m", "af3_cpu_patch", "random-weights", str(out), "--af3-dir", str(root), *options],
         capture_output=True, text=True, env=subprocess_env(path), timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def model_dir(af3, tmp_path_factory):
+    return os.environ.get("AF3_MODEL_DIR") or _random_weights(af3, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def filled_model_dir(af3, tmp_path_factory):
+    """Random weights in which every layer counts (AF3 zero-initialises its output projections and gates)."""
+    return os.environ.get("AF3_FILLED_MODEL_DIR") or _random_weights(af3, tmp_path_factory, "--fill-zero-init")
 
 
 @pytest.fixture(scope="session")

@@ -98,8 +98,9 @@ def head_module(info: af3_install.AF3Install) -> str:
 
 # One AF3 forward pass through the stock ModelRunner of run_alphafold.py, saved
 # to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
-# (plus the progress ticks); BUCKET, PRECISION and ATTENTION (default: AF3's
-# "xla") as af3-cpu's options; WITHOUT: patch names to leave out; STEPS:
+# (plus the progress ticks); BUCKET, PRECISION, DIFFUSION_PRECISION (default
+# f32; also "tf32", the GPU emulation) and ATTENTION (default: AF3's "xla") as
+# af3-cpu's options; WITHOUT: patch names to leave out; STEPS:
 # diffusion steps (default AF3's 200).
 FORWARD = """
 import json, os, pathlib, sys
@@ -110,6 +111,8 @@ if variant != "stock":
     from af3_cpu_patch import cpu_runtime
     from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
     cpu_runtime.precision = os.environ.get("PRECISION", "bf16")
+    from af3_cpu_patch import diffusion_precision
+    diffusion_precision.setting = os.environ.get("DIFFUSION_PRECISION", "f32")
     without = set(os.environ.get("WITHOUT", "").split(","))
     af3_cpu_patch.install(tuple(p for p in CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ())
                                 if p.name not in without))

@@ -3,7 +3,8 @@
 Trunk outputs (single and pair embeddings of the real tokens) at a CPU bucket
 vs AF3's smallest stock bucket (256), with an f32 trunk vs AF3's bf16, and with
 tokamax's chunked XLA attention vs AF3's XLA attention, must agree within the
-stated tolerances.  Skipped without a real AF3.
+stated tolerances; so must the final coordinates with the diffusion head's
+products in one bf16 pass vs in float32.  Skipped without a real AF3.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from tests import real_af3
 PADDING_TOLERANCE = 0.02  # CPU bucket vs 256, both bf16: only padding and summation order differ
 PRECISION_TOLERANCE = 0.03  # f32 vs bf16 trunk at the same bucket
 ATTENTION_TOLERANCE = 1e-4  # xla_chunked vs xla attention, f32, same bucket: only rounding differs
+
+# RMSD (Angstrom) of the final coordinates, the diffusion head's default-precision
+# products in one bf16 pass vs in float32.  Measured on v3.0.4 (AMD EPYC with
+# AVX512-BF16, jax 0.10.2), 31 residues at bucket 32, 1 sample, 200 steps, random
+# weights with the zero-initialised layers filled (random-weights --fill-zero-init):
+#   bf16 pass vs f32: 0.0015 (max 0.0057);  TF32, a GPU's default, vs f32: 0.0002 (max 0.0008);
+#   for scale, bucket 48 vs 32 (f32): 0.0011 (max 0.0056).
+DIFFUSION_PRECISION_TOLERANCE_A = 0.02
 
 
 def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla", residues=None):
@@ -76,3 +85,28 @@ def test_chunked_attention_matches_xla_attention(af3, model_dir, protein_json, t
         print(f"xla_chunked vs xla attention, {name}: relative RMS {error:.2e}")
         assert np.isfinite(a).all()
         assert error < ATTENTION_TOLERANCE, (name, error)
+
+
+def _rmsd(a, b, mask):
+    return float(np.sqrt(np.mean(np.sum((a[mask] - b[mask]) ** 2, axis=-1))))
+
+
+def test_bf16_diffusion_products_match_f32(af3, filled_model_dir, protein_json, tmp_path):
+    positions = {}
+    for setting in ("f32", "bf16", "tf32", "stock"):
+        error, arrays = real_af3.forward(
+            af3, filled_model_dir, protein_json, tmp_path / f"{setting}.npz", "stock" if setting == "stock" else "patched",
+            bucket=32, precision="bf16", diffusion_precision=setting,
+        )
+        assert error is None, error
+        positions[setting] = arrays["positions"]
+    f32 = positions["f32"]
+    if np.isfinite(positions["stock"]).all():  # v3.0.4, or a CPU whose XLA does not fuse the NaN's FMA
+        assert f32.tobytes() == positions["stock"].tobytes(), "with f32 the rewritten product must be AF3's own"
+    mask = np.any(f32 != 0, axis=-1)  # AF3 zeroes the padding atoms
+    assert np.isfinite(positions["bf16"]).all() and mask.sum() > 200
+    assert positions["bf16"].tobytes() != f32.tobytes(), "the setting did not reach the diffusion head"
+    bf16_rmsd, tf32_rmsd = _rmsd(positions["bf16"], f32, mask), _rmsd(positions["tf32"], f32, mask)
+    print(f"coordinates vs f32 products: bf16 pass RMSD {bf16_rmsd:.4f} A, TF32 (a GPU's default) {tf32_rmsd:.4f} A")
+    assert bf16_rmsd < DIFFUSION_PRECISION_TOLERANCE_A
+    assert tf32_rmsd < bf16_rmsd  # TF32 keeps 10 mantissa bits, bf16 7: the emulation must show it

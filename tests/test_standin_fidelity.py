@@ -5,7 +5,9 @@ real tokens' trunk embeddings at the CPU bucket vs AF3's stock 256 bucket,
 and with an f32 vs a bf16 trunk.  The stand-in's trunk pads to the bucket it
 is given and computes in the precision its model config says, so this checks
 that ``predict``'s bucket and precision settings reach the model, and that
-neither moves the embeddings beyond the tolerances.
+neither moves the embeddings beyond the tolerances.  Its diffusion head ends in
+a default-precision ``hm.Linear`` product, so ``--diffusion-precision`` reaches
+its coordinates the way it reaches AF3's.
 """
 
 from __future__ import annotations
@@ -52,3 +54,28 @@ def test_f32_trunk_matches_bf16_trunk(workdir):  # noqa: F811 - fixture
     for name, a, b in zip(("single", "pair"), f32, bf16):
         assert a.tobytes() != b.tobytes(), f"{name}: the precision setting did not reach the trunk"
         assert _relative_rms(a, b) < PRECISION_TOLERANCE, name
+
+
+def _positions(workdir, tag, *options):  # noqa: F811 - fixture
+    out = workdir / tag
+    proc = run_cli(["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
+                    "--no-run-data-pipeline", "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT,
+                    *options])
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, np.loadtxt(out / "tiny" / "seed-1_sample-0" / "tiny_model.xyz")
+
+
+def test_bf16_diffusion_products_stay_close_to_f32(workdir):  # noqa: F811 - fixture
+    from af3_cpu_patch import cpu_info
+
+    f32_log, f32 = _positions(workdir, "f32", "--diffusion-precision", "f32")
+    bf16_log, bf16 = _positions(workdir, "bf16", "--diffusion-precision", "bf16")
+    auto_log, auto = _positions(workdir, "auto")
+    assert "diffusion products f32" in f32_log and "diffusion products bf16 pass" in bf16_log
+    assert np.isfinite(bf16).all() and bf16.tobytes() != f32.tobytes(), "the setting did not reach the product"
+    # The stand-in's sampler is not a trained denoiser, so its coordinates have no
+    # Angstrom scale: compared relative to their size, at bf16's own resolution.
+    error = _relative_rms(bf16, f32)
+    print(f"stand-in coordinates, bf16 pass vs f32: relative RMS {error:.2e}")
+    assert error < 2.0**-8, error
+    assert auto.tobytes() == (bf16 if cpu_info.native_bf16() else f32).tobytes()

@@ -39,6 +39,7 @@ class Settings:
     num_recycles: int | None = None
     num_diffusion_samples: int | None = None
     precision: str = "auto"
+    diffusion_precision: str = "auto"
     attention: str = "auto"
     threads: int | None = None
     cache_dir: pathlib.Path | None = predict.DEFAULT_CACHE
@@ -48,7 +49,7 @@ class Settings:
         return predict.PredictOptions(
             input=input_path, model_dir=self.model_dir, output_dir=output_dir, db_dir=self.db_dir, af3_dir=self.af3_dir,
             run_data_pipeline=data_pipeline, num_recycles=self.num_recycles, num_diffusion_samples=self.num_diffusion_samples,
-            buckets=self.buckets, extra=self.extra, quiet=True, threads=self.threads, precision=self.precision, attention=self.attention,
+            buckets=self.buckets, extra=self.extra, quiet=True, threads=self.threads, precision=self.precision, diffusion_precision=self.diffusion_precision, attention=self.attention,
             cache_dir=self.cache_dir,
         )
 
@@ -65,7 +66,8 @@ class Session:
         predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
         predict.check_output_terms(self.checkout)
         _, self.run_alphafold = cpu_runtime.start_af3(
-            self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention
+            self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention,
+            settings.diffusion_precision,
         )
 
     def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool) -> pathlib.Path:

@@ -14,7 +14,7 @@ import sys
 import types
 from typing import Callable
 
-from af3_cpu_patch import atom_slots, cpu_runtime, lazy_ccd, model_reuse, progress, result_check
+from af3_cpu_patch import atom_slots, cpu_runtime, diffusion_precision, lazy_ccd, model_reuse, progress, result_check
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
 from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
@@ -201,6 +201,37 @@ ATOM_SLOTS = WrapperPatch(
     wrapper=atom_slots.compute_features_wrapper,
 )
 
+DIFFUSION_BF16_PASS_SCOPE = WrapperPatch(
+    name="diffusion-precision-scope",
+    why=(
+        "AF3's diffusion head leaves its float32 products at the default precision, which accelerators compute "
+        "from bf16 (TPU) or TF32 (GPU) inputs and XLA:CPU in full float32; with --diffusion-precision bf16 the "
+        "head's default-precision products run as one bf16 pass, as on a TPU."
+    ),
+    modules=DIFFUSION_HEAD,
+    function="DiffusionHead.__call__",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=diffusion_precision.diffusion_head_wrapper,
+)
+
+DIFFUSION_BF16_PASS_LINEAR = SourcePatch(
+    name="diffusion-precision-linear",
+    why=(
+        "hm.Linear's product goes through af3-cpu's einsum, which is jnp.einsum itself except inside the "
+        "diffusion head with --diffusion-precision bf16 (see diffusion-precision-scope)."
+    ),
+    modules=("alphafold3.model.components.haiku_modules",),
+    function="Linear.__call__",
+    rewrites=(
+        Rewrite(
+            "jnp.einsum(equation, inputs, weights, precision=self.precision)",
+            "__import__('af3_cpu_patch.diffusion_precision', fromlist=['einsum'])"
+            ".einsum(equation, inputs, weights, precision=self.precision)",
+        ),
+    ),
+    versions=("3.0.0", "3.0.4"),
+)
+
 CHEMICAL_COMPONENTS = ("alphafold3.constants.chemical_components",)
 _LAZY_CCD_WHY = (
     "AF3 unpickles its whole chemical components dictionary in every run (about 6 s and 3.7 GB) to read a few "
@@ -246,6 +277,6 @@ KEEP_MODEL = WrapperPatch(
 DEFAULT = (JAX_TRITON_FALLBACK,)
 CLI_ONLY = (
     CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_STRUCTURES, PRECISION_POLICY, ATOM_SLOTS,
-    LAZY_CCD, LAZY_CCD_FRESH,
+    LAZY_CCD, LAZY_CCD_FRESH, DIFFUSION_BF16_PASS_SCOPE, DIFFUSION_BF16_PASS_LINEAR,
 )
 PROGRESS = (PROGRESS_SEED, PROGRESS_TRUNK, PROGRESS_DIFFUSION)

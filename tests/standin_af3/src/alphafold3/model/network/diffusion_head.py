@@ -12,6 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from alphafold3.model.components import haiku_modules as hm
 from alphafold3.model.network import noise_level_embeddings
 
 SIGMA_DATA = 16.0
@@ -34,7 +35,12 @@ class SampleConfig:
 
 
 class DiffusionHead:
-    """Only the noise-level scalings of the real head; the network is a weight."""
+    """Only the noise-level scalings of the real head; the network is one default-precision product.
+
+    The product is by ``weight`` times the identity: in float32 exactly
+    ``weight * act``; with its inputs rounded to bf16 (af3-cpu's
+    ``--diffusion-precision bf16``) slightly different.
+    """
 
     def __init__(self, weight=0.5):
         self.weight = weight
@@ -44,7 +50,7 @@ class DiffusionHead:
 
     def __call__(self, positions_noisy, noise_level):
         act = positions_noisy / jnp.sqrt(noise_level**2 + SIGMA_DATA**2)
-        update = self.weight * act + jnp.mean(self._conditioning(noise_level))
+        update = hm.Linear(self.weight * jnp.eye(3))(act) + jnp.mean(self._conditioning(noise_level))
         skip = SIGMA_DATA**2 / (noise_level**2 + SIGMA_DATA**2)
         out = noise_level * SIGMA_DATA / jnp.sqrt(noise_level**2 + SIGMA_DATA**2)
         return skip * positions_noisy + out * update
