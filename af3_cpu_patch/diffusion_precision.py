@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
+from af3_cpu_patch import cpu_info
+
 CHOICES = ("auto", "f32", "bf16")
 # What `af3-cpu` resolved --diffusion-precision to (cpu_runtime.start_af3 sets it).
 setting = "f32"
@@ -34,14 +36,13 @@ _bf16_pass = contextvars.ContextVar("af3_cpu_patch_diffusion_bf16_pass", default
 
 def resolve(choice: str) -> str:
     """``auto``: the bf16 pass where the CPU computes bf16 natively, else float32."""
-    from af3_cpu_patch import cpu_info
-
     if choice != "auto":
         return choice
     return "bf16" if cpu_info.native_bf16() else "f32"
 
 
 def describe() -> str:
+    """The resolved setting, as ``predict`` reports it."""
     return {"bf16": "bf16 pass (as on a TPU)", "f32": "f32"}.get(setting, setting)
 
 
