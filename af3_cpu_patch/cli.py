@@ -12,7 +12,7 @@ import traceback
 
 import click
 
-from af3_cpu_patch import af3_checkout, cpu_runtime, diffusion_precision
+from af3_cpu_patch import af3_checkout, cpu_runtime
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 AF3_DIR_HELP = "Root of DeepMind's alphafold3 checkout (holds run_alphafold.py). Default: $AF3_DIR, else found from the installed alphafold3."
@@ -74,7 +74,7 @@ def _cache_dir(cache_dir: pathlib.Path | None, no_cache: bool) -> pathlib.Path |
 @click.option("--buckets", default=None, help="Comma-separated token buckets, as AF3's --buckets; 'stock' for AF3's own. Default: CPU-sized buckets from 16 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for XLA. Default: every core this process may use (affinity and cgroup quota).")
 @click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True, help="Trunk precision; auto: bf16 on CPUs with native bf16, else f32.")
-@click.option("--diffusion-precision", type=click.Choice(diffusion_precision.CHOICES), default="auto", show_default=True, help="Diffusion head's default-precision products; bf16: one bf16 pass as on a TPU (faster with native bf16); auto: bf16 on CPUs with native bf16, else f32 (CPU-stock AF3).")
+@click.option("--diffusion-precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True, help="Diffusion head's default-precision products; bf16: one bf16 pass as on a TPU (faster with native bf16); auto: bf16 on CPUs with native bf16, else f32 (CPU-stock AF3).")
 @click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True, help="Trunk attention; auto: xla_chunked where AF3 uses tokamax (v3.0.2+), else xla.")
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="JAX compilation cache, so the next run of the same bucket skips XLA compilation. Default: ~/.cache/af3-cpu/jax ($XDG_CACHE_HOME/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")
@@ -204,7 +204,7 @@ class _PassThroughCommand(click.Command):
 @click.option("--buckets", default=None, help="As for predict. Default: CPU-sized buckets from 16 tokens.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="XLA threads per worker. Default: the worker's cores.")
 @click.option("--precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True)
-@click.option("--diffusion-precision", type=click.Choice(diffusion_precision.CHOICES), default="auto", show_default=True)
+@click.option("--diffusion-precision", type=click.Choice(cpu_runtime.PRECISION_CHOICES), default="auto", show_default=True)
 @click.option("--attention", type=click.Choice(cpu_runtime.ATTENTION_CHOICES), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=pathlib.Path), default=None, help="Shared JAX compilation cache (default ~/.cache/af3-cpu/jax, or $XDG_CACHE_HOME/af3-cpu/jax).")
 @click.option("--no-cache", is_flag=True, help="No compilation cache.")

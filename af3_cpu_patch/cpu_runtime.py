@@ -48,7 +48,10 @@ precision = "bf16"
 
 
 def resolve_precision(choice: str) -> str:
-    """``auto``: AF3's bf16 where the CPU computes bf16 natively, f32 where XLA would emulate it."""
+    """``auto``: bf16 where the CPU computes bf16 natively, f32 where XLA would emulate it.
+
+    The rule of both ``--precision`` (the trunk) and ``--diffusion-precision``.
+    """
     if choice != "auto":
         return choice
     return "bf16" if cpu_info.native_bf16() else "f32"
@@ -137,7 +140,7 @@ def start_af3(
     global precision, attention
     used = prepare(threads)
     precision = resolve_precision(precision_choice)
-    diffusion_precision.setting = diffusion_precision.resolve(diffusion_choice)
+    diffusion_precision.setting = resolve_precision(diffusion_choice)
     import af3_cpu_patch
 
     af3_cpu_patch.install(patches)

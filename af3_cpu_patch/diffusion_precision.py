@@ -25,20 +25,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-from af3_cpu_patch import cpu_info
-
-CHOICES = ("auto", "f32", "bf16")
-# What `af3-cpu` resolved --diffusion-precision to (cpu_runtime.start_af3 sets it).
+# What `af3-cpu` resolved --diffusion-precision to (cpu_runtime.start_af3 sets it,
+# with the same rule as --precision: cpu_runtime.resolve_precision).
 setting = "f32"
 
 _bf16_pass = contextvars.ContextVar("af3_cpu_patch_diffusion_bf16_pass", default=False)
-
-
-def resolve(choice: str) -> str:
-    """``auto``: the bf16 pass where the CPU computes bf16 natively, else float32."""
-    if choice != "auto":
-        return choice
-    return "bf16" if cpu_info.native_bf16() else "f32"
 
 
 def describe() -> str:

@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
     parser.add_argument("--attention", choices=cpu_runtime.ATTENTION_CHOICES, default="auto")
-    parser.add_argument("--diffusion-precision", choices=diffusion_precision.CHOICES, default="auto")
+    parser.add_argument("--diffusion-precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
     parser.add_argument("--settings", type=parse_settings, default=SETTINGS, metavar="R:S,...",
                         help="recycles:steps pairs to time (default 0:10,0:30,4:10)")
     parser.add_argument("--leave-out", default="", metavar="PATCH,...",

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from af3_cpu_patch import cpu_info, diffusion_precision
+from af3_cpu_patch import cpu_info, cpu_runtime, diffusion_precision
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_tf32_setting_emulates_a_gpu_product(setting):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_only_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(cpu_info, "native_bf16", lambda: native)
-    assert diffusion_precision.resolve("auto") == ("bf16" if native else "f32")
-    assert diffusion_precision.resolve("f32") == "f32"
-    assert diffusion_precision.resolve("bf16") == "bf16"
+    assert cpu_runtime.resolve_precision("auto") == ("bf16" if native else "f32")
+    assert cpu_runtime.resolve_precision("f32") == "f32"
+    assert cpu_runtime.resolve_precision("bf16") == "bf16"
 
 
 @pytest.mark.parametrize("value, inside", [("bf16", True), ("tf32", True), ("f32", False)])

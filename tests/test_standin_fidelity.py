@@ -22,12 +22,17 @@ from tests.helpers import STANDIN_CHECKOUT
 from tests.test_real_af3_fidelity import PADDING_TOLERANCE, PRECISION_TOLERANCE, _relative_rms
 
 
-def _embeddings(workdir, tag, *options):  # noqa: F811 - fixture
+def _predict(workdir, tag, *options):  # noqa: F811 - fixture
+    """``af3-cpu predict`` of the tiny input, one sample, on the stand-in; (its stdout, its output folder)."""
     out = workdir / tag
     proc = run_cli(["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
-                    "--no-run-data-pipeline", "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT, "--quiet",
-                    *options, "--", "--save_embeddings=true"])
+                    "--no-run-data-pipeline", "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT, *options])
     assert proc.returncode == 0, proc.stderr
+    return proc.stdout, out
+
+
+def _embeddings(workdir, tag, *options):  # noqa: F811 - fixture
+    _, out = _predict(workdir, tag, "--quiet", *options, "--", "--save_embeddings=true")
     settings = json.loads((out / "tiny" / "standin_settings.json").read_text())
     arrays = np.load(out / "tiny" / "seed-1_embeddings" / "tiny_seed-1_embeddings.npz")
     return settings, arrays["single_embeddings"], arrays["pair_embeddings"]
@@ -57,12 +62,8 @@ def test_f32_trunk_matches_bf16_trunk(workdir):  # noqa: F811 - fixture
 
 
 def _positions(workdir, tag, *options):  # noqa: F811 - fixture
-    out = workdir / tag
-    proc = run_cli(["predict", workdir / "in.json", "--model-dir", workdir / "weights", "--output-dir", out,
-                    "--no-run-data-pipeline", "--num-diffusion-samples", "1", "--af3-dir", STANDIN_CHECKOUT,
-                    *options])
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout, np.loadtxt(out / "tiny" / "seed-1_sample-0" / "tiny_model.xyz")
+    log, out = _predict(workdir, tag, *options)
+    return log, np.loadtxt(out / "tiny" / "seed-1_sample-0" / "tiny_model.xyz")
 
 
 def test_bf16_diffusion_products_stay_close_to_f32(workdir):  # noqa: F811 - fixture
