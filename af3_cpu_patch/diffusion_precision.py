@@ -79,6 +79,36 @@ def einsum(equation, *operands, precision=None, **kwargs):
     return jnp.einsum(equation, *operands, precision=precision, **kwargs)
 
 
+def gated_linear_unit(original, **kwargs):
+    """AF3's gated linear unit call (``original``: tokamax's, or AF3's own before v3.0.2), with the bf16 pass.
+
+    The diffusion transformer's transitions compute ``activation(x @ w[:, 0]) *
+    (x @ w[:, 1])`` through a GLU op rather than ``hm.Linear``, at the default
+    precision too; its one product is the largest of every block (768 -> 2 x
+    1536 channels).  Inside ``bf16_pass`` a float32 call computes that product
+    with :func:`einsum` and the rest as the ops' XLA reference does (activation
+    and gating in float32); anything else is ``original(**kwargs)`` unchanged.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    x = kwargs.get("x")
+    weights = kwargs.get("weights", kwargs.get("weight"))
+    known = {"x", "weights", "weight", "activation", "implementation"}
+    if (
+        _bf16_pass.get()
+        and set(kwargs) <= known
+        and getattr(x, "dtype", None) == jnp.float32
+        and getattr(weights, "dtype", None) == jnp.float32
+        and getattr(weights, "ndim", None) == 3
+    ):
+        y = einsum("...k,kn->...n", x, jax.lax.collapse(weights, -2))
+        gate, projection = jnp.split(y, 2, axis=-1)
+        activation = kwargs.get("activation")
+        return gate * projection if activation is None else activation(gate) * projection
+    return original(**kwargs)
+
+
 def diffusion_head_wrapper(wrapped, instance, args, kwargs):
     """wrapt wrapper for ``DiffusionHead.__call__`` (one denoising call, traced once): scope of the bf16 pass."""
     with bf16_pass(setting in ("bf16", "tf32")):

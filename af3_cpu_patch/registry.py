@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import importlib
 import types
+import weakref
 from typing import Any, Callable
 
 import wrapt
@@ -131,15 +132,36 @@ class SourcePatch(Patch):
             if self.covers(af3_version) is False:
                 return Outcome(Status.NOT_NEEDED, f"AF3 {af3_version} has no stock form of this site")
             return Outcome(Status.MISMATCH, source_rewrite.describe_mismatch(located.scope_node, self.rewrites))
-        code = source_rewrite.build_code(located, self.rewrites)
-        host, original = located.host, located.host.__code__
-        host.__code__ = code
+        host = located.host
+        state = _REWRITTEN.get(host)
+        if state is None or host.__code__ is not state.code:  # first rewrite of this host (or replaced since)
+            state = _RewrittenHost(stock=host.__code__, code=host.__code__)
+            _REWRITTEN[host] = state
+        parts = {**state.parts, self.name: (located, self.rewrites)}
+        state.code = host.__code__ = source_rewrite.build_code_all(tuple(parts.values()))
+        state.parts = parts
 
         def undo():
-            if host.__code__ is code:
-                host.__code__ = original
+            if host.__code__ is not state.code or self.name not in state.parts:
+                return
+            del state.parts[self.name]
+            rest = tuple(state.parts.values())
+            state.code = host.__code__ = source_rewrite.build_code_all(rest) if rest else state.stock
 
-        return Outcome(Status.APPLIED, "", undo, lambda: host.__code__ is code)
+        return Outcome(Status.APPLIED, "", undo, lambda: self.name in state.parts and host.__code__ is state.code)
+
+
+@dataclasses.dataclass
+class _RewrittenHost:
+    """A function whose code af3-cpu compiled from its source: the stock code and every patch's rewrites in it."""
+
+    stock: types.CodeType
+    code: types.CodeType
+    parts: dict[str, tuple[source_rewrite.Located, tuple[Rewrite, ...]]] = dataclasses.field(default_factory=dict)
+
+
+# Host function -> what is rewritten in it (weak: a reloaded module's functions are new objects).
+_REWRITTEN: weakref.WeakKeyDictionary[types.FunctionType, _RewrittenHost] = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass(frozen=True)

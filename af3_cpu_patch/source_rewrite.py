@@ -178,13 +178,17 @@ def classify_source(source: str, qualname: str, rewrites: tuple[Rewrite, ...], w
 def classify(scope: ast.AST, rewrites: tuple[Rewrite, ...]) -> str:
     """'stock', 'fixed' (every rewrite already in patched form) or 'mismatch'."""
     stock = fixed = True
+    present = 0
     for r in rewrites:
         n_stock = count_matches(scope, r.stock_dump())
         n_fixed = count_matches(scope, r.patched_dump())
         if r.optional and n_stock == 0 and n_fixed == 0:
             continue
+        present += 1
         stock &= n_stock == r.count and n_fixed == 0
         fixed &= n_fixed == r.count and n_stock == 0
+    if not present:  # every rewrite optional, none of them there: nothing to patch is not "stock"
+        return "mismatch"
     if stock:
         return "stock"
     if fixed:
@@ -198,23 +202,43 @@ def describe_mismatch(scope: ast.AST, rewrites: tuple[Rewrite, ...]) -> str:
         n = count_matches(scope, r.stock_dump())
         if n != r.count and not (r.optional and n == 0):
             parts.append(f"expected {r.count}x `{r.stock}`, found {n}")
+    if not parts and all(r.optional and not count_matches(scope, r.patched_dump()) for r in rewrites):
+        return "found none of " + ", ".join(f"`{r.stock}`" for r in rewrites)
     return "; ".join(parts) or "stock and patched forms are mixed"
 
 
 def build_code(located: Located, rewrites: tuple[Rewrite, ...]) -> types.CodeType:
     """Compile the host function with ``rewrites`` applied inside the scope."""
-    host_node = copy.deepcopy(located.host_node)
-    scope = host_node
-    if located.scope_node is not located.host_node:
+    return build_code_all(((located, rewrites),))
+
+
+def build_code_all(parts: tuple[tuple[Located, tuple[Rewrite, ...]], ...]) -> types.CodeType:
+    """Compile one host function with each part's rewrites applied inside that part's scope.
+
+    Several patches may rewrite one host (``sample`` and its nested
+    ``sample.apply_denoising_step``); the host's code is then compiled once
+    from its source with all of them, so applying one never drops another's.
+    """
+    first = parts[0][0]
+    host_node = copy.deepcopy(first.host_node)
+    # Find every part's scope in the copy before anything in it changes.
+    scopes = []
+    for located, _ in parts:
+        if located.host_node is not first.host_node and _node_dump(located.host_node) != _node_dump(first.host_node):
+            raise SourceMismatch("parts of one host rewrite different functions")
+        if located.scope_node is located.host_node:
+            scopes.append(host_node)
+            continue
         target_dump = _node_dump(located.scope_node)
-        scope = next(n for n in ast.walk(host_node) if isinstance(n, ast.FunctionDef) and _node_dump(n) == target_dump)
-    replacer = _Replacer(rewrites)
-    replacer.visit(scope)
-    expected = sum(r.count for r in rewrites if count_matches(located.scope_node, r.stock_dump()))
-    if replacer.done != expected:
-        raise SourceMismatch(f"rewrote {replacer.done} sites, expected {expected}")
+        scopes.append(next(n for n in ast.walk(host_node) if isinstance(n, ast.FunctionDef) and _node_dump(n) == target_dump))
+    for (located, rewrites), scope in zip(parts, scopes):
+        replacer = _Replacer(rewrites)
+        replacer.visit(scope)
+        expected = sum(r.count for r in rewrites if count_matches(located.scope_node, r.stock_dump()))
+        if replacer.done != expected:
+            raise SourceMismatch(f"rewrote {replacer.done} sites, expected {expected}")
     host_node.decorator_list = []
-    return _compile_like(host_node, located)
+    return _compile_like(host_node, first)
 
 
 def _compile_like(fn_node: ast.FunctionDef, located: Located) -> types.CodeType:

@@ -96,6 +96,17 @@ def head_module(info: af3_install.AF3Install) -> str:
     return "alphafold3.model.diffusion.diffusion_head"
 
 
+# The CLI's diffusion speed patches that are not a precision setting: with them
+# and f32 products the arithmetic is AF3's, computed once instead of per sample
+# and in other loop shapes, so float32 rounding may differ; without them a
+# patched f32 run is stock's bit for bit.
+SPEED_PATCHES = ("shared-noise-level", "diffusion-steps-rolled", "diffusion-layers-unrolled")
+# Coordinates with them vs stock, f32 products (Angstrom).  Measured on v3.0.4
+# (AMD EPYC, AVX512-BF16), 31 residues, 200 steps, filled random weights:
+# RMSD 0.00001.
+SPEED_PATCHES_TOLERANCE_A = 0.001
+
+
 # One AF3 forward pass through the stock ModelRunner of run_alphafold.py, saved
 # to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
 # (plus the progress ticks); BUCKET, PRECISION, DIFFUSION_PRECISION (default

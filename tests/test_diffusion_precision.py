@@ -106,3 +106,74 @@ def test_the_scope_is_the_wrapped_call(setting, value, inside):
     )
     assert result == "out" and seen == [inside]
     assert diffusion_precision._bf16_pass.get() is False
+
+
+def _glu_reference(x, w, rounding):
+    """activation(x @ w[:, 0]) * (x @ w[:, 1]) in float64 from operands rounded by ``rounding``."""
+    x, w = (rounding(a) for a in (x, w))
+    gate, projection = np.einsum("mk,kn->mn", x, w[:, 0]), np.einsum("mk,kn->mn", x, w[:, 1])
+    return gate / (1 + np.exp(-gate)) * projection
+
+
+def _glu_operands():
+    rng = np.random.default_rng(2)
+    return jnp.asarray(rng.standard_normal((40, 96)), jnp.float32), jnp.asarray(rng.standard_normal((96, 2, 64)) / 10, jnp.float32)
+
+
+def _stock_glu(x, weights, activation):
+    """The GLU ops' XLA reference (tokamax's and AF3's own agree): one product, then gate * projection in f32."""
+    y = jnp.dot(x, jax.lax.collapse(weights, -2))
+    gate, projection = jnp.split(y, 2, axis=-1)
+    return activation(gate) * projection
+
+
+def _glu(x, w, **kwargs):
+    return jax.jit(lambda x, w: diffusion_precision.gated_linear_unit(_stock_glu, x=x, weights=w, activation=jax.nn.swish, **kwargs))(x, w)
+
+
+def test_glu_outside_the_diffusion_head_is_the_op_itself(setting):
+    setting("bf16")
+    x, w = _glu_operands()
+    assert np.array_equal(_glu(x, w), jax.jit(lambda x, w: _stock_glu(x, w, jax.nn.swish))(x, w))
+
+
+def test_glu_bf16_pass_rounds_its_product_operands_and_gates_in_f32(setting):
+    setting("bf16")
+    x, w = _glu_operands()
+    with diffusion_precision.bf16_pass():
+        got = np.asarray(_glu(x, w))
+    assert got.dtype == np.float32
+    bf16 = _glu_reference(x, w, lambda a: np.asarray(a.astype(jnp.bfloat16)).astype(np.float64))
+    exact = _glu_reference(x, w, lambda a: np.asarray(a, np.float64))
+    scale = np.abs(exact).max()
+    assert np.abs(got - bf16).max() < 1e-5 * scale
+    assert np.abs(got - exact).max() > 1e-4 * scale
+
+
+def test_glu_calls_it_does_not_know_go_to_the_op(setting):
+    setting("bf16")
+    x, w = _glu_operands()
+    calls = []
+
+    def op(**kwargs):
+        calls.append(sorted(kwargs))
+        return _stock_glu(kwargs["x"], kwargs["weights"], kwargs["activation"])
+
+    with diffusion_precision.bf16_pass():
+        diffusion_precision.gated_linear_unit(op, x=x, weights=w, activation=jax.nn.swish, precision="highest")
+        diffusion_precision.gated_linear_unit(op, x=x.astype(jnp.bfloat16), weights=w, activation=jax.nn.swish)
+        diffusion_precision.gated_linear_unit(op, x=x, weights=w, activation=jax.nn.swish)
+    assert calls == [["activation", "precision", "weights", "x"], ["activation", "weights", "x"]]
+
+
+@pytest.mark.parametrize("avx512, value, left_out", [
+    (True, "f32", True),    # import users and --diffusion-precision f32: stock's bits
+    (True, "bf16", False),  # the products differ from stock anyway: the faster layout too
+    (False, "f32", False),  # bit-identical on AVX2
+])
+def test_attention_layout_on_avx512_follows_the_diffusion_precision(monkeypatch, setting, avx512, value, left_out):
+    from af3_cpu_patch.patches import layout
+
+    monkeypatch.setattr(cpu_info, "has_flag", lambda flag: avx512 and flag == "avx512f")
+    setting(value)
+    assert bool(layout.not_bit_identical_here()) is left_out

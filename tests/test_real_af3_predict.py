@@ -56,12 +56,14 @@ def test_predict_writes_finite_structure_and_second_run_loads_the_compiled_model
     assert runs["first"][0].tobytes() == runs["second"][0].tobytes()
 
 
-def _forward(af3, model_dir, protein_json, tmp_path, variant):
-    return real_af3.forward(af3, model_dir, protein_json, tmp_path / f"{variant}.npz", variant)
+def _forward(af3, model_dir, protein_json, tmp_path, variant, without=()):
+    name = "-".join((variant, *without))
+    return real_af3.forward(af3, model_dir, protein_json, tmp_path / f"{name}.npz", variant, without=",".join(without))
 
 
 def test_full_model_patched_progress_and_stock_bits(af3, model_dir, protein_json, tmp_path):
-    """Patched == patched with progress, bit for bit; == stock wherever stock is finite."""
+    """Patched == patched with progress, bit for bit; == stock wherever stock is finite, once the
+    speed patches that change float32 rounding are left out (and within rounding with them)."""
     _, info, _ = af3
     error, patched = _forward(af3, model_dir, protein_json, tmp_path, "patched")
     assert error is None, error
@@ -77,5 +79,8 @@ def test_full_model_patched_progress_and_stock_bits(af3, model_dir, protein_json
             pytest.skip("this CPU/XLA build does not fuse the subtraction into an FMA: stock is finite here")
         assert np.isnan(stock["positions"]).all()  # the bug the plugin fixes, in the full model
     else:
-        for key in patched:
-            assert patched[key].tobytes() == stock[key].tobytes(), key
+        error, exact = _forward(af3, model_dir, protein_json, tmp_path, "patched", real_af3.SPEED_PATCHES)
+        assert error is None, error
+        for key in exact:
+            assert exact[key].tobytes() == stock[key].tobytes(), key
+        assert np.abs(patched["positions"] - stock["positions"]).max() < real_af3.SPEED_PATCHES_TOLERANCE_A

@@ -118,3 +118,37 @@ def test_missing_targets(module):
         source_rewrite.locate(module, "outer.nope")
     with pytest.raises(source_rewrite.TargetNotFound):
         source_rewrite.locate(module, "SCALE")
+
+
+def test_patches_of_one_host_and_its_nested_function_stack_and_undo_separately(module):
+    # sample() and sample.apply_denoising_step are one host: two patches on it
+    # must not drop each other's rewrites, whatever order they come and go in.
+    from af3_cpu_patch.registry import SourcePatch, Status
+
+    def patch(name, function, rewrite):
+        return SourcePatch(name=name, why="test", modules=("rewrite_target",), function=function,
+                           rewrites=(rewrite,), versions=("3.0.0", "3.0.4"), requires_globals=())
+
+    nested = patch("clamp", "outer.inner", CLAMP_OFFSET)
+    host = patch("double", "outer", Rewrite("inner(x)", "2 * inner(x)"))
+    stock = module.outer.__code__
+    first, second = nested.apply(module, None), host.apply(module, None)
+    assert (first.status, second.status) == (Status.APPLIED, Status.APPLIED)
+    assert module.outer(1.0, 2.0) == 6.0  # clamped, then doubled
+    assert first.in_place() and second.in_place()
+    first.undo()
+    assert second.in_place() and not first.in_place()
+    with pytest.raises(ValueError):  # the clamp is gone, the doubling stays
+        module.outer(1.0, 2.0)
+    assert module.outer(6.0, 2.0) == 10.0
+    second.undo()
+    assert module.outer.__code__ is stock
+
+
+def test_a_patch_whose_rewrites_are_all_optional_and_absent_is_a_mismatch(module):
+    located = source_rewrite.locate(module, "outer.inner")
+    absent = (Rewrite("math.log(y)", "abs(y)", optional=True), Rewrite("math.exp(y)", "abs(y)", optional=True))
+    assert source_rewrite.classify(located.scope_node, absent) == "mismatch"
+    assert "found none of" in source_rewrite.describe_mismatch(located.scope_node, absent)
+    present = (Rewrite("math.log(y)", "abs(y)", optional=True), Rewrite("math.sqrt(y - offset)", "abs(y)", optional=True))
+    assert source_rewrite.classify(located.scope_node, present) == "stock"

@@ -22,6 +22,13 @@ LAYOUT = """
 import json, os, sys
 if os.environ.get("WITH_PLUGIN") == "1":
     import af3_cpu_patch
+if os.environ.get("WITH_PLUGIN") == "cli":  # af3-cpu's set with the bf16 pass
+    from af3_cpu_patch import diffusion_precision
+    diffusion_precision.setting = "bf16"
+    import af3_cpu_patch
+    from af3_cpu_patch.patches import CLI_PATCHES
+    af3_cpu_patch.uninstall()
+    af3_cpu_patch.install(CLI_PATCHES)
 import jax, jax.numpy as jnp, numpy as np
 from alphafold3.model.network import diffusion_transformer as dt
 
@@ -47,7 +54,7 @@ SHAPES = {
 
 def _run(tmp_path, function, plugin):
     out = tmp_path / f"{function}-{plugin}.npy"
-    env = {"WITH_PLUGIN": "1" if plugin else "0", "FUNCTION": function, "SHAPE": json.dumps(SHAPES[function]),
+    env = {"WITH_PLUGIN": {False: "0", True: "1"}.get(plugin, plugin), "FUNCTION": function, "SHAPE": json.dumps(SHAPES[function]),
            "OUT": str(out)}
     result = run_python(LAYOUT, pythonpath=[STANDIN], env=env)
     return result["report"], np.load(out)
@@ -62,3 +69,15 @@ def test_layout_patch_is_applied_and_bit_identical(tmp_path, function):
     assert np.isfinite(stock).all()
     assert patched.shape == stock.shape
     assert np.array_equal(patched, stock), f"max difference {np.abs(patched - stock).max()}"
+
+
+@pytest.mark.parametrize("function", sorted(SHAPES))
+def test_cli_with_the_bf16_pass_rewrites_logits_and_weighted_sum_together(tmp_path, function):
+    # Two patches rewrite one function; both must be in it, on any CPU.
+    _, stock = _run(tmp_path, function, plugin=False)
+    report, patched = _run(tmp_path, function, plugin="cli")
+    logits_patch = next(p.name for p in layout.LOGITS_PATCHES if p.function == function)
+    assert report[PATCH_NAMES[function]] == "applied"
+    assert report[logits_patch] == "applied"
+    # The same products summed in XLA:CPU's batched kernel: equal up to float32 rounding.
+    assert np.abs(patched - stock).max() < 1e-5 * np.abs(stock).max()

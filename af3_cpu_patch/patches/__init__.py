@@ -9,9 +9,9 @@ inference; ``PROGRESS_PATCHES`` its live progress
 one kept model across ``main()`` calls.
 """
 
-from af3_cpu_patch.patches import layout, numerics, runtime
+from af3_cpu_patch.patches import layout, loops, numerics, runtime
 
 ALL_PATCHES = numerics.PATCHES + layout.PATCHES + runtime.DEFAULT
-CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY
+CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY + loops.PATCHES + layout.LOGITS_PATCHES
 PROGRESS_PATCHES = runtime.PROGRESS
 BATCH_PATCHES = CLI_PATCHES + (runtime.KEEP_MODEL,)

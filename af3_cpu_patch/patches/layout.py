@@ -14,7 +14,7 @@ machine that runs them, on stand-ins and on a real AF3).
 
 from __future__ import annotations
 
-from af3_cpu_patch import cpu_info
+from af3_cpu_patch import cpu_info, diffusion_precision
 from af3_cpu_patch.registry import SourcePatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
@@ -30,13 +30,18 @@ HEADS_FIRST_WEIGHTED_SUM = Rewrite(
 
 
 def not_bit_identical_here() -> str | None:
-    """The rewrite is bit-identical on AVX2 CPUs, not on AVX-512 ones: left out there.
+    """Bit-identical on AVX2 CPUs, not on AVX-512 ones: left out there, unless the run's products are not stock's anyway.
 
     On an AMD EPYC with AVX-512, XLA:CPU's kernels for the two forms round
     differently (up to 5e-7 relative, most elements), so the promise of
-    unchanged results holds only where the rewrite is left out.
+    unchanged results holds only where the rewrite is left out.  With
+    ``af3-cpu --diffusion-precision bf16`` the diffusion head's products are
+    computed differently from stock already (a bf16 pass, as on a TPU), and
+    the rewrite makes a diffusion step about a tenth faster there (64
+    residues: 0.439 s -> 0.398 s): the CLI then applies it on AVX-512 too.
+    ``import af3_cpu_patch`` and ``--diffusion-precision f32`` keep stock's bits.
     """
-    if cpu_info.has_flag("avx512f"):
+    if cpu_info.has_flag("avx512f") and diffusion_precision.setting == "f32":
         return "left out on AVX-512 CPUs, where XLA:CPU's result is not bit-identical to stock"
     return None
 
@@ -61,3 +66,45 @@ SELF_ATTENTION_LAYOUT = _weighted_sum_patch("self_attention", "diffusion transfo
 CROSS_ATTENTION_LAYOUT = _weighted_sum_patch("cross_attention", "atom encoder's and decoder's cross-attention")
 
 PATCHES = (SELF_ATTENTION_LAYOUT, CROSS_ATTENTION_LAYOUT)
+
+# The attention logits have the same heads-in-the-middle form, for q and k.
+HEADS_FIRST_LOGITS = Rewrite(
+    stock="jnp.einsum('...qhc,...khc->...hqk', q * key_dim ** (-0.5), k)",
+    patched=(
+        "jnp.einsum('...hqc,...hkc->...hqk', jnp.swapaxes(q * key_dim ** (-0.5), -3, -2), jnp.swapaxes(k, -3, -2))"
+    ),
+)
+
+
+def only_with_the_bf16_pass() -> str | None:
+    """The logits rewrite is not checked for bit-identity: only where the products differ from stock anyway.
+
+    With ``--diffusion-precision bf16``, 64 residues on an AVX512-BF16 CPU, a
+    diffusion step took 0.382 s instead of 0.401 s (three interleaved calls
+    each, same process).
+    """
+    if diffusion_precision.setting == "f32":
+        return "applied only with --diffusion-precision bf16, whose products differ from stock's anyway"
+    return None
+
+
+def _logits_patch(function: str, blocks: str) -> SourcePatch:
+    return SourcePatch(
+        name=f"diffusion-{function.replace('_', '-')}-logits-layout",
+        why=(
+            f"The attention logits in the {blocks} take q and k with their heads axis in the middle; "
+            "with heads first XLA:CPU uses its fast batched matrix product."
+        ),
+        modules=DIFFUSION_TRANSFORMER,
+        function=function,
+        rewrites=(HEADS_FIRST_LOGITS,),
+        versions=("3.0.0", "3.0.4"),
+        not_here=only_with_the_bf16_pass,
+    )
+
+
+# CLI only, with the bf16 pass (see only_with_the_bf16_pass).
+LOGITS_PATCHES = (
+    _logits_patch("self_attention", "diffusion transformer's token self-attention"),
+    _logits_patch("cross_attention", "atom encoder's and decoder's cross-attention"),
+)

@@ -14,7 +14,17 @@ import sys
 import types
 from typing import Callable
 
-from af3_cpu_patch import atom_slots, cpu_runtime, diffusion_precision, lazy_ccd, model_reuse, progress, result_check
+from af3_cpu_patch import (
+    atom_slots,
+    cpu_runtime,
+    diffusion_precision,
+    lazy_ccd,
+    model_reuse,
+    progress,
+    result_check,
+    shared_noise_level,
+)
+from af3_cpu_patch.patches.layout import DIFFUSION_TRANSFORMER
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
 from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
@@ -232,6 +242,46 @@ DIFFUSION_BF16_PASS_LINEAR = SourcePatch(
     versions=("3.0.0", "3.0.4"),
 )
 
+_GLU = "__import__('af3_cpu_patch.diffusion_precision', fromlist=['gated_linear_unit']).gated_linear_unit"
+
+DIFFUSION_BF16_PASS_GLU = SourcePatch(
+    name="diffusion-precision-glu",
+    why=(
+        "The diffusion transformer's transition computes its largest product through a gated-linear-unit op, "
+        "not hm.Linear; it goes through af3-cpu's GLU, which is the op itself except inside the diffusion head "
+        "with --diffusion-precision bf16 (see diffusion-precision-scope)."
+    ),
+    modules=DIFFUSION_TRANSFORMER,
+    function="transition_block",
+    rewrites=(
+        Rewrite(  # v3.0.2 and later
+            "tokamax.gated_linear_unit(x=x, weights=weights, activation=jax.nn.swish)",
+            f"{_GLU}(tokamax.gated_linear_unit, x=x, weights=weights, activation=jax.nn.swish)",
+            optional=True,
+        ),
+        Rewrite(  # v3.0.0 and v3.0.1: AF3's own op
+            "gated_linear_unit.gated_linear_unit(x=x, weight=weights, implementation=None, activation=jax.nn.swish)",
+            f"{_GLU}(gated_linear_unit.gated_linear_unit, x=x, weight=weights, implementation=None, "
+            "activation=jax.nn.swish)",
+            optional=True,
+        ),
+    ),
+    versions=("3.0.0", "3.0.4"),
+)
+
+SHARED_NOISE_LEVEL = WrapperPatch(
+    name="shared-noise-level",
+    why=(
+        "sample() vmaps the denoising step over the samples with each sample's noise level in the vmapped state, "
+        "though all samples share one schedule; given the one shared level, the step computes its noise "
+        "conditioning once instead of once per sample (a fifth of the diffusion transformer's products)."
+    ),
+    modules=DIFFUSION_HEAD,
+    function="sample",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=shared_noise_level.sample_wrapper,
+)
+
 CHEMICAL_COMPONENTS = ("alphafold3.constants.chemical_components",)
 _LAZY_CCD_WHY = (
     "AF3 unpickles its whole chemical components dictionary in every run (about 6 s and 3.7 GB) to read a few "
@@ -277,6 +327,7 @@ KEEP_MODEL = WrapperPatch(
 DEFAULT = (JAX_TRITON_FALLBACK,)
 CLI_ONLY = (
     CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_STRUCTURES, PRECISION_POLICY, ATOM_SLOTS,
-    LAZY_CCD, LAZY_CCD_FRESH, DIFFUSION_BF16_PASS_SCOPE, DIFFUSION_BF16_PASS_LINEAR,
+    LAZY_CCD, LAZY_CCD_FRESH, DIFFUSION_BF16_PASS_SCOPE, DIFFUSION_BF16_PASS_LINEAR, DIFFUSION_BF16_PASS_GLU,
+    SHARED_NOISE_LEVEL,
 )
 PROGRESS = (PROGRESS_SEED, PROGRESS_TRUNK, PROGRESS_DIFFUSION)

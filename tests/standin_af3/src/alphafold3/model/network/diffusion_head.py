@@ -3,11 +3,13 @@
 Written for af3-cpu-patch's tests; not AlphaFold 3 code.  ``sample`` keeps the
 shape that matters to the plugin: a nested ``apply_denoising_step`` that takes
 ``jnp.sqrt(t_hat**2 - noise_level_prev**2)``, vmapped over samples and scanned
-over the 200-step Karras noise schedule, so that under ``jax.jit`` on an FMA
-CPU the final (gamma == 0) steps take the square root of a rounding residue.
+over the 200-step Karras noise schedule (``hk.scan(..., unroll=4)``), so that
+under ``jax.jit`` on an FMA CPU the final (gamma == 0) steps take the square
+root of a rounding residue.
 """
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +18,10 @@ from alphafold3.model.components import haiku_modules as hm
 from alphafold3.model.network import noise_level_embeddings
 
 SIGMA_DATA = 16.0
+
+# AF3 loops with haiku's scan (jax.lax.scan that also threads haiku's state);
+# the stand-in has no haiku state, so jax.lax.scan is the whole of it.
+hk = types.SimpleNamespace(scan=jax.lax.scan)
 
 
 def noise_schedule(t, smin=0.0004, smax=160.0, p=7):
@@ -83,6 +89,7 @@ def sample(denoising_step, mask, key, config):
         positions,
         jnp.tile(noise_levels[None, 0], (config.num_samples,)),
     )
-    step = jax.vmap(apply_denoising_step, in_axes=(0, None))
-    (_, positions, _), _ = jax.lax.scan(step, init, noise_levels[1:], unroll=4)
+    apply_denoising_step = jax.vmap(apply_denoising_step, in_axes=(0, None))
+    result, _ = hk.scan(apply_denoising_step, init, noise_levels[1:], unroll=4)
+    _, positions, _ = result
     return {"atom_positions": positions * mask[..., None], "mask": mask}
