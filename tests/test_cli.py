@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -147,6 +148,7 @@ def test_option_the_af3_version_lacks(workdir, monkeypatch):
 
 
 _CACHE_HOME = tempfile.mkdtemp(prefix="af3-cpu-test-cache-")
+atexit.register(shutil.rmtree, _CACHE_HOME, ignore_errors=True)  # each test session left one in /tmp before
 
 
 def run_cli(args, env=None):

@@ -14,6 +14,8 @@ machine that runs them, on stand-ins and on a real AF3).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from af3_cpu_patch import cpu_info, diffusion_precision
 from af3_cpu_patch.registry import SourcePatch
 from af3_cpu_patch.source_rewrite import Rewrite
@@ -46,24 +48,37 @@ def not_bit_identical_here() -> str | None:
     return None
 
 
-def _weighted_sum_patch(function: str, blocks: str) -> SourcePatch:
+BLOCKS = {
+    "self_attention": "diffusion transformer's token self-attention",
+    "cross_attention": "atom encoder's and decoder's cross-attention",
+}
+
+
+def _heads_first_patch(
+    function: str, kind: str, what: str, rewrite: Rewrite, not_here: Callable[[], str | None], **fields
+) -> SourcePatch:
     return SourcePatch(
-        name=f"diffusion-{function.replace('_', '-')}-layout",
+        name=f"diffusion-{function.replace('_', '-')}-{kind}",
         why=(
-            f"The weighted sum of values in the {blocks} has its heads axis in the middle of v; "
-            "with heads first XLA:CPU uses its fast batched matrix product (bit-identical)."
+            f"The {what} in the {BLOCKS[function]} has its heads axis in the middle; "
+            "with heads first XLA:CPU uses its fast batched matrix product."
         ),
         modules=DIFFUSION_TRANSFORMER,
         function=function,
-        rewrites=(HEADS_FIRST_WEIGHTED_SUM,),
+        rewrites=(rewrite,),
         versions=("3.0.0", "3.0.4"),
-        verified_by="exact AST match of the stock einsum; bit-identity checked by the test suite",
-        not_here=not_bit_identical_here,
+        not_here=not_here,
+        **fields,
     )
 
 
-SELF_ATTENTION_LAYOUT = _weighted_sum_patch("self_attention", "diffusion transformer's token self-attention")
-CROSS_ATTENTION_LAYOUT = _weighted_sum_patch("cross_attention", "atom encoder's and decoder's cross-attention")
+SELF_ATTENTION_LAYOUT, CROSS_ATTENTION_LAYOUT = (
+    _heads_first_patch(
+        function, "layout", "weighted sum of values", HEADS_FIRST_WEIGHTED_SUM, not_bit_identical_here,
+        verified_by="exact AST match of the stock einsum; bit-identity checked by the test suite",
+    )
+    for function in BLOCKS
+)
 
 PATCHES = (SELF_ATTENTION_LAYOUT, CROSS_ATTENTION_LAYOUT)
 
@@ -88,23 +103,8 @@ def only_with_the_bf16_pass() -> str | None:
     return None
 
 
-def _logits_patch(function: str, blocks: str) -> SourcePatch:
-    return SourcePatch(
-        name=f"diffusion-{function.replace('_', '-')}-logits-layout",
-        why=(
-            f"The attention logits in the {blocks} take q and k with their heads axis in the middle; "
-            "with heads first XLA:CPU uses its fast batched matrix product."
-        ),
-        modules=DIFFUSION_TRANSFORMER,
-        function=function,
-        rewrites=(HEADS_FIRST_LOGITS,),
-        versions=("3.0.0", "3.0.4"),
-        not_here=only_with_the_bf16_pass,
-    )
-
-
 # CLI only, with the bf16 pass (see only_with_the_bf16_pass).
-LOGITS_PATCHES = (
-    _logits_patch("self_attention", "diffusion transformer's token self-attention"),
-    _logits_patch("cross_attention", "atom encoder's and decoder's cross-attention"),
+LOGITS_PATCHES = tuple(
+    _heads_first_patch(function, "logits-layout", "product of q and k", HEADS_FIRST_LOGITS, only_with_the_bf16_pass)
+    for function in BLOCKS
 )

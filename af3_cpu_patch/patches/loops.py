@@ -3,17 +3,21 @@
 AF3 writes the 200-step diffusion loop as ``hk.scan(..., unroll=4)`` and the
 diffusion transformer's 24 blocks as two nested ``layer_stack`` loops (6 x 4),
 choices made for accelerators.  On a CPU both go the wrong way round
-(``benchmarks/breakdown.py``, 64 residues, 5 samples, 2 cores, AVX-512):
+(``benchmarks/variants.py``: 64 residues, 5 samples, 2 cores, AVX512-BF16,
+with the bf16 pass and ``shared-noise-level``; README, "Diffusion step"):
 
 - ``unroll=4`` compiles the step body four times and makes no step faster:
-  with ``unroll=1`` compilation took 14.6 s instead of 20.5 s, and a step
-  0.48 s instead of 0.55 s.
+  with ``unroll=1`` compilation took 16-18 s instead of 24 s, and a step
+  0.495 s instead of 0.510 s.
 - Each iteration of a rolled layer loop first copies that layer's weights out
-  of the stacked arrays (``dynamic-slice``, a tenth of a step in the
-  profile) and XLA cannot fuse across layers.  Unrolled, the 24 blocks are
-  straight-line code: a step took 0.32 s instead of 0.48 s.  On its own,
-  unrolling doubled compilation (the step body was compiled four times); with
-  the step loop rolled it costs what it saves, 21 s in all, as before.
+  of the stacked arrays (``dynamic-slice``, a tenth of a step in the profile)
+  and XLA cannot fuse across layers.  Unrolled, the 24 blocks are
+  straight-line code: a step took 0.426 s instead of 0.495 s.  Unrolling
+  alone doubled compilation (the step body was compiled four times); with the
+  step loop rolled, compilation took 20 s, less than with AF3's loops.
+- Tried and left out: unrolling the atom encoder's and decoder's 3-block
+  transformers too.  A step took 0.390 s instead of 0.401 s, and compilation
+  2.2 s longer, which is what 200 such steps save.
 
 Both are the same computation in the same order; XLA may fuse the unrolled
 code differently, so they are CLI defaults covered by the fidelity tests, not
@@ -49,7 +53,7 @@ DIFFUSION_LAYERS_UNROLLED = SourcePatch(
     name="diffusion-layers-unrolled",
     why=(
         "The diffusion transformer's 24 blocks run as a rolled layer loop that copies every layer's weights out "
-        "of the stacked arrays at each of the 200 steps; unrolled, a step is about a third faster."
+        "of the stacked arrays at each of the 200 steps; unrolled, a step took a seventh less time."
     ),
     modules=DIFFUSION_TRANSFORMER,
     function="Transformer.__call__",

@@ -1,0 +1,145 @@
+"""Patch sets side by side in one process: per diffusion step and compile time, calls interleaved.
+
+One diffusion step differs by a few percent between patch sets, and this
+machine's runs differ by up to 10% from one process to the next (a virtual
+machine), so timing each variant in its own ``breakdown.py`` run cannot tell
+them apart.  Here every variant is compiled in the same process -- its patches
+installed, JAX's caches cleared, the forward pass compiled for two step counts
+-- and then the calls of all variants are timed round-robin, so slow phases of
+the machine hit every variant alike.  Per variant it reports the compile time
+and the best-of-rounds seconds per diffusion step:
+
+    per diffusion step = (t(recycles 0, S1 steps) - t(0, S0 steps)) / (S1 - S0)
+
+    python benchmarks/variants.py --af3-dir ~/alphafold3 --model-dir ~/models --residues 64 \\
+        --variant stock-loops=diffusion-steps-rolled,diffusion-layers-unrolled --variant defaults=
+
+A variant is ``NAME=PATCH,...``: af3-cpu's CLI patches less those named (names:
+README, "What is patched").  AF3 v3.0.1 or later; use the interpreter that has
+AF3's dependencies installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from bench import print_and_save, protein_input  # noqa: E402
+
+from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime, diffusion_precision, hooks  # noqa: E402
+
+
+def parse_variant(text: str) -> tuple[str, frozenset[str]]:
+    name, sep, left_out = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=PATCH,... (patches to leave out; may be empty)")
+    return name, frozenset(filter(None, left_out.split(",")))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--af3-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--model-dir", type=pathlib.Path, required=True)
+    parser.add_argument("--residues", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--steps", type=int, nargs=2, default=(10, 50), metavar=("S0", "S1"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--diffusion-precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
+    parser.add_argument("--variant", type=parse_variant, action="append", required=True, metavar="NAME=PATCH,...")
+    parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
+    args = parser.parse_args()
+
+    from af3_cpu_patch import memory_forecast
+    from af3_cpu_patch.patches import CLI_PATCHES
+
+    known = {p.name for p in CLI_PATCHES}
+    for name, left_out in args.variant:
+        if left_out - known:
+            parser.error(f"variant {name}: no patch named {', '.join(sorted(left_out - known))}")
+    root = af3_checkout.find_checkout(args.af3_dir).root
+    threads, run_alphafold = cpu_runtime.start_af3(root, None, "auto", CLI_PATCHES, "auto", args.diffusion_precision)
+    if not hasattr(run_alphafold, "model"):
+        sys.exit("variants.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
+    sys.argv = sys.argv[:1]  # tokamax parses absl flags from sys.argv
+    cpu_runtime.parse_flags(sys.argv)
+
+    import haiku as hk
+    import jax
+    import jax.numpy as jnp
+    from alphafold3.common import folding_input
+    from alphafold3.constants import chemical_components
+    from alphafold3.data import featurisation
+
+    bucket = memory_forecast.bucket_for(args.residues)
+    fold_input = folding_input.Input.from_json(json.dumps(protein_input(args.residues)))
+    example = featurisation.featurise_input(
+        fold_input=fold_input, buckets=[bucket], ccd=chemical_components.Ccd(), verbose=False
+    )[0]
+    batch = jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
+    params = run_alphafold.params.get_model_haiku_params(model_dir=args.model_dir)
+    key = jax.random.PRNGKey(1)
+
+    def compile_forward(steps):
+        config = run_alphafold.make_model_config(
+            flash_attention_implementation="xla", num_diffusion_samples=args.samples, num_recycles=0
+        )
+        config.heads.diffusion.eval.steps = steps
+        start = time.perf_counter()
+        compiled = jax.jit(hk.transform(lambda b: run_alphafold.model.Model(config)(b)).apply).lower(
+            params, key, batch
+        ).compile()
+        return compiled, time.perf_counter() - start
+
+    compiled, compile_s, applied = {}, {}, {}
+    with cpu_runtime.quiet_known_noise():
+        for name, left_out in args.variant:
+            hooks.uninstall()
+            hooks.install(tuple(p for p in CLI_PATCHES if p.name not in left_out))
+            jax.clear_caches()  # nothing traced with the previous variant's patches is reused
+            for steps in args.steps:
+                compiled[name, steps], compile_s[name, steps] = compile_forward(steps)
+                jax.block_until_ready(compiled[name, steps](params, key, batch))  # first call: not timed
+            applied[name] = sorted(r.patch for r in hooks.report() if str(r.status) == "applied")
+        seconds = {k: [] for k in compiled}
+        for _ in range(args.rounds):
+            for k, fn in compiled.items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn(params, key, batch))
+                seconds[k].append(round(time.perf_counter() - start, 2))
+
+    s0, s1 = args.steps
+    rows = {}
+    for name, left_out in args.variant:
+        step = (min(seconds[name, s1]) - min(seconds[name, s0])) / (s1 - s0)
+        rows[name] = {
+            "left_out": sorted(left_out),
+            "applied": applied[name],
+            "compile_s": {str(s): round(compile_s[name, s], 1) for s in args.steps},
+            "timed_s": {str(s): seconds[name, s] for s in args.steps},
+            "per_diffusion_step_s": round(step, 3),
+        }
+        print(f"{name}: {step:.3f} s per diffusion step, compile {compile_s[name, s1]:.1f} s", flush=True)
+    print_and_save(
+        {
+            "cpu": cpu_info.summary(),
+            "threads": threads,
+            "residues": args.residues,
+            "bucket": bucket,
+            "samples": args.samples,
+            "diffusion_precision": diffusion_precision.setting,
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "rounds": args.rounds,
+            "variants": rows,
+        },
+        args.out,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
