@@ -59,8 +59,25 @@ def slope(seconds: dict, axis: int) -> float | None:
     return None
 
 
-def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int, steps: int) -> tuple[float, float]:
-    """Seconds to compile the forward pass, and seconds of one call of the compiled pass."""
+def protein_forward_inputs(run_alphafold, residues: int, bucket: int, model_dir: pathlib.Path):
+    """(params, key, batch) for one forward pass of a ``residues``-long test protein at ``bucket``."""
+    import jax
+    import jax.numpy as jnp
+    from alphafold3.common import folding_input
+    from alphafold3.constants import chemical_components
+    from alphafold3.data import featurisation
+
+    fold_input = folding_input.Input.from_json(json.dumps(protein_input(residues)))
+    example = featurisation.featurise_input(
+        fold_input=fold_input, buckets=[bucket], ccd=chemical_components.Ccd(), verbose=False
+    )[0]
+    batch = jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
+    params = run_alphafold.params.get_model_haiku_params(model_dir=model_dir)
+    return params, jax.random.PRNGKey(1), batch
+
+
+def compile_forward(run_alphafold, params, key, batch, samples: int, recycles: int, steps: int):
+    """AF3's forward pass compiled ahead of time for these settings, and the seconds compiling took."""
     import haiku as hk
     import jax
 
@@ -74,7 +91,14 @@ def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int,
 
     start = time.perf_counter()
     compiled = jax.jit(hk.transform(forward).apply).lower(params, key, batch).compile()
-    compiling = time.perf_counter() - start
+    return compiled, time.perf_counter() - start
+
+
+def time_forward(run_alphafold, params, key, batch, samples: int, recycles: int, steps: int) -> tuple[float, float]:
+    """Seconds to compile the forward pass, and seconds of one call of the compiled pass."""
+    import jax
+
+    compiled, compiling = compile_forward(run_alphafold, params, key, batch, samples, recycles, steps)
     start = time.perf_counter()
     jax.block_until_ready(compiled(params, key, batch))
     return compiling, time.perf_counter() - start
@@ -116,19 +140,7 @@ def main() -> int:
     cpu_runtime.parse_flags(sys.argv)
     bucket = args.bucket or memory_forecast.bucket_for(args.residues)
 
-    import jax
-    import jax.numpy as jnp
-    from alphafold3.common import folding_input
-    from alphafold3.constants import chemical_components
-    from alphafold3.data import featurisation
-
-    fold_input = folding_input.Input.from_json(json.dumps(protein_input(args.residues)))
-    example = featurisation.featurise_input(
-        fold_input=fold_input, buckets=[bucket], ccd=chemical_components.Ccd(), verbose=False
-    )[0]
-    batch = jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
-    params = run_alphafold.params.get_model_haiku_params(model_dir=args.model_dir)
-    key = jax.random.PRNGKey(1)
+    params, key, batch = protein_forward_inputs(run_alphafold, args.residues, bucket, args.model_dir)
 
     seconds, compiling = {}, {}
     with cpu_runtime.quiet_known_noise():

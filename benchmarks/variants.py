@@ -22,14 +22,14 @@ AF3's dependencies installed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from bench import print_and_save, protein_input  # noqa: E402
+from bench import print_and_save  # noqa: E402
+from breakdown import compile_forward, protein_forward_inputs  # noqa: E402
 
 from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime, diffusion_precision, hooks  # noqa: E402
 
@@ -68,32 +68,10 @@ def main() -> int:
     sys.argv = sys.argv[:1]  # tokamax parses absl flags from sys.argv
     cpu_runtime.parse_flags(sys.argv)
 
-    import haiku as hk
     import jax
-    import jax.numpy as jnp
-    from alphafold3.common import folding_input
-    from alphafold3.constants import chemical_components
-    from alphafold3.data import featurisation
 
     bucket = memory_forecast.bucket_for(args.residues)
-    fold_input = folding_input.Input.from_json(json.dumps(protein_input(args.residues)))
-    example = featurisation.featurise_input(
-        fold_input=fold_input, buckets=[bucket], ccd=chemical_components.Ccd(), verbose=False
-    )[0]
-    batch = jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
-    params = run_alphafold.params.get_model_haiku_params(model_dir=args.model_dir)
-    key = jax.random.PRNGKey(1)
-
-    def compile_forward(steps):
-        config = run_alphafold.make_model_config(
-            flash_attention_implementation="xla", num_diffusion_samples=args.samples, num_recycles=0
-        )
-        config.heads.diffusion.eval.steps = steps
-        start = time.perf_counter()
-        compiled = jax.jit(hk.transform(lambda b: run_alphafold.model.Model(config)(b)).apply).lower(
-            params, key, batch
-        ).compile()
-        return compiled, time.perf_counter() - start
+    params, key, batch = protein_forward_inputs(run_alphafold, args.residues, bucket, args.model_dir)
 
     compiled, compile_s, applied = {}, {}, {}
     with cpu_runtime.quiet_known_noise():
@@ -102,7 +80,9 @@ def main() -> int:
             hooks.install(tuple(p for p in CLI_PATCHES if p.name not in left_out))
             jax.clear_caches()  # nothing traced with the previous variant's patches is reused
             for steps in args.steps:
-                compiled[name, steps], compile_s[name, steps] = compile_forward(steps)
+                compiled[name, steps], compile_s[name, steps] = compile_forward(
+                    run_alphafold, params, key, batch, args.samples, 0, steps
+                )
                 jax.block_until_ready(compiled[name, steps](params, key, batch))  # first call: not timed
             applied[name] = sorted(r.patch for r in hooks.report() if str(r.status) == "applied")
         seconds = {k: [] for k in compiled}
