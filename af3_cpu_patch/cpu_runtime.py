@@ -16,7 +16,7 @@ import pathlib
 import sys
 import typing
 
-from af3_cpu_patch import cpu_info, diffusion_precision
+from af3_cpu_patch import bf16_products, cpu_info, diffusion_precision
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 NOISE = ("Not supported on cpu",)
@@ -55,6 +55,13 @@ def resolve_precision(choice: str) -> str:
     if choice != "auto":
         return choice
     return "bf16" if cpu_info.native_bf16() else "f32"
+
+
+def describe_precision() -> str:
+    """The trunk's precision as ``predict`` reports it."""
+    if precision == "bf16" and bf16_products.enabled:
+        return "bf16 (products with float32 results)"
+    return precision
 
 
 # The trunk's attention (AF3's GridSelfAttention: triangle attention).  "xla" is
@@ -141,6 +148,7 @@ def start_af3(
     used = prepare(threads)
     precision = resolve_precision(precision_choice)
     diffusion_precision.setting = resolve_precision(diffusion_choice)
+    bf16_products.enabled = cpu_info.native_bf16()
     import af3_cpu_patch
 
     af3_cpu_patch.install(patches)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
+from af3_cpu_patch import bf16_products
+
 # What `af3-cpu` resolved --diffusion-precision to (cpu_runtime.start_af3 sets it,
 # with the same rule as --precision: cpu_runtime.resolve_precision).
 setting = "f32"
@@ -60,6 +62,9 @@ def round_to_tf32(x):
 def einsum(equation, *operands, precision=None, **kwargs):
     """``jnp.einsum`` for ``hm.Linear``: one bf16 pass for default-precision f32 products inside ``bf16_pass``.
 
+    Other products go to :func:`bf16_products.einsum` (``jnp.einsum`` itself
+    unless their operands are bf16 and that is on).
+
     ``setting == "tf32"`` (not a CLI choice) emulates a GPU's TF32 product
     instead, in float32: the reference the fidelity tests compare with.
     """
@@ -76,7 +81,7 @@ def einsum(equation, *operands, precision=None, **kwargs):
             return jnp.einsum(equation, *operands, precision="highest")
         operands = tuple(x.astype(jnp.bfloat16) for x in operands)
         return jnp.einsum(equation, *operands, preferred_element_type=jnp.float32)
-    return jnp.einsum(equation, *operands, precision=precision, **kwargs)
+    return bf16_products.einsum(equation, *operands, precision=precision, **kwargs)
 
 
 def gated_linear_unit(original, **kwargs):
@@ -87,7 +92,8 @@ def gated_linear_unit(original, **kwargs):
     precision too; its one product is the largest of every block (768 -> 2 x
     1536 channels).  Inside ``bf16_pass`` a float32 call computes that product
     with :func:`einsum` and the rest as the ops' XLA reference does (activation
-    and gating in float32); anything else is ``original(**kwargs)`` unchanged.
+    and gating in float32); anything else goes to :mod:`bf16_products` (the
+    op unchanged unless its operands are bf16 there).
     """
     import jax
     import jax.numpy as jnp
@@ -106,7 +112,7 @@ def gated_linear_unit(original, **kwargs):
         gate, projection = jnp.split(y, 2, axis=-1)
         activation = kwargs.get("activation")
         return gate * projection if activation is None else activation(gate) * projection
-    return original(**kwargs)
+    return bf16_products.gated_linear_unit(original, **kwargs)
 
 
 def diffusion_head_wrapper(wrapped, instance, args, kwargs):

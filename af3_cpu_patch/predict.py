@@ -241,7 +241,7 @@ def run(options: PredictOptions) -> pathlib.Path:
         checkout.root, options.threads, options.precision, patches, options.attention, options.diffusion_precision
     )
     _say(
-        f"{threads} threads, trunk precision {cpu_runtime.precision}, diffusion products "
+        f"{threads} threads, trunk precision {cpu_runtime.describe_precision()}, diffusion products "
         f"{diffusion_precision.describe()}, attention {cpu_runtime.attention}",
         start,
         options.quiet,

@@ -111,7 +111,9 @@ SPEED_PATCHES_TOLERANCE_A = 0.001
 # to npz. VARIANT: stock (no plugin), patched (the CLI's patches) or progress
 # (plus the progress ticks); BUCKET, PRECISION, DIFFUSION_PRECISION (default
 # f32; also "tf32", the GPU emulation) and ATTENTION (default: AF3's "xla") as
-# af3-cpu's options; WITHOUT: patch names to leave out; STEPS:
+# af3-cpu's options; BF16_PRODUCTS=1: the trunk's bf16 products with float32
+# results (the CLI's setting on CPUs with native bf16; default off, stock's
+# products); WITHOUT: patch names to leave out; STEPS:
 # diffusion steps (default AF3's 200).
 FORWARD = """
 import json, os, pathlib, sys
@@ -124,6 +126,8 @@ if variant != "stock":
     cpu_runtime.precision = os.environ.get("PRECISION", "bf16")
     from af3_cpu_patch import diffusion_precision
     diffusion_precision.setting = os.environ.get("DIFFUSION_PRECISION", "f32")
+    from af3_cpu_patch import bf16_products
+    bf16_products.enabled = os.environ.get("BF16_PRODUCTS") == "1"
     without = set(os.environ.get("WITHOUT", "").split(","))
     af3_cpu_patch.install(tuple(p for p in CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ())
                                 if p.name not in without))

@@ -35,6 +35,15 @@ ATTENTION_TOLERANCE = 1e-4  # xla_chunked vs xla attention, f32, same bucket: on
 #   With the transitions' GLU product in the bf16 pass too (later): bf16 0.0015, TF32 0.0008.
 DIFFUSION_PRECISION_TOLERANCE_A = 0.02
 
+# The trunk's bf16 products with float32 results rounded to bf16 (af3_cpu_patch.bf16_products,
+# the CLI's on CPUs with native bf16) vs stock's bf16 -> bf16 products: the same values up to the
+# kernels' summation order.  Measured on v3.0.4 (AMD EPYC, AVX512-BF16, jax 0.10.2), filled random
+# weights, 31 residues at bucket 32, 1 recycle, 1 sample: single 1.7e-2, pair 2.0e-2, coordinates
+# RMSD 0.0010 A.  For scale, the same weights (whose filled layers amplify any rounding through the
+# 48 blocks): bucket 48 vs 32, single 1.7e-2, pair 1.9e-2; f32 vs bf16 trunk, 1.9e-2, 3.0e-2 and 0.0010 A.
+BF16_PRODUCTS_TOLERANCE = 0.05  # relative RMS of the embeddings
+BF16_PRODUCTS_TOLERANCE_A = 0.02  # RMSD of the coordinates
+
 
 def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla", residues=None):
     n = residues or len(real_af3.PROTEIN_SEQUENCE)
@@ -86,6 +95,34 @@ def test_chunked_attention_matches_xla_attention(af3, model_dir, protein_json, t
         print(f"xla_chunked vs xla attention, {name}: relative RMS {error:.2e}")
         assert np.isfinite(a).all()
         assert error < ATTENTION_TOLERANCE, (name, error)
+
+
+def test_bf16_products_with_f32_results_match_stock_products(af3, filled_model_dir, protein_json, tmp_path):
+    """The CLI's trunk products (bf16 operands, float32 result rounded to bf16) vs stock's bf16 -> bf16 ones."""
+    from af3_cpu_patch.patches import trunk_products
+
+    runs = {}
+    for on in ("0", "1"):
+        error, arrays, report = real_af3.forward(
+            af3, filled_model_dir, protein_json, tmp_path / f"products{on}.npz", "patched", with_report=True,
+            bucket=32, precision="bf16", bf16_products=on, embeddings=1,
+        )
+        assert error is None, error
+        runs[on] = arrays
+    for patch in trunk_products.PATCHES:
+        assert report[patch.name] == "applied", (patch.name, report[patch.name])
+    n = len(real_af3.PROTEIN_SEQUENCE)
+    for name, key, cut in (("single", "single_embeddings", np.s_[:n]), ("pair", "pair_embeddings", np.s_[:n, :n])):
+        ours, stock = runs["1"][key][cut], runs["0"][key][cut]
+        error = _relative_rms(ours, stock)
+        print(f"bf16 products with f32 results vs stock's, {name}: relative RMS {error:.2e}")
+        assert np.isfinite(ours).all()
+        assert not np.array_equal(ours, stock), "the trunk's products were not rerouted"
+        assert error < BF16_PRODUCTS_TOLERANCE, (name, error)
+    mask = np.any(runs["0"]["positions"] != 0, axis=-1)  # AF3 zeroes the padding atoms
+    coordinates = _rmsd(runs["1"]["positions"], runs["0"]["positions"], mask)
+    print(f"bf16 products with f32 results vs stock's, coordinates: RMSD {coordinates:.5f} A")
+    assert coordinates < BF16_PRODUCTS_TOLERANCE_A
 
 
 def _rmsd(a, b, mask):

@@ -9,9 +9,9 @@ inference; ``PROGRESS_PATCHES`` its live progress
 one kept model across ``main()`` calls.
 """
 
-from af3_cpu_patch.patches import layout, loops, numerics, runtime
+from af3_cpu_patch.patches import layout, loops, numerics, runtime, trunk_products
 
 ALL_PATCHES = numerics.PATCHES + layout.PATCHES + runtime.DEFAULT
-CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY + loops.PATCHES + layout.LOGITS_PATCHES
+CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY + loops.PATCHES + layout.LOGITS_PATCHES + trunk_products.PATCHES
 PROGRESS_PATCHES = runtime.PROGRESS
 BATCH_PATCHES = CLI_PATCHES + (runtime.KEEP_MODEL,)

@@ -1,0 +1,100 @@
+"""The trunk's bf16 products that do not go through ``hm.Linear``: routed to :mod:`af3_cpu_patch.bf16_products`.
+
+``hm.Linear`` already calls af3-cpu's einsum (``diffusion-precision-linear``),
+which hands bf16 products to :func:`bf16_products.einsum`.  These sites
+compute the rest of the trunk's large bf16 products: the transitions' and the
+triangle multiplications' gated linear units (tokamax's op from v3.0.2, AF3's
+own before), the triangle multiplication's contraction over the third token,
+and the outer product mean of the MSA stack.  Each rewritten call is the stock
+call unless ``bf16_products.enabled`` (the ``af3-cpu`` CLI, on CPUs with
+native bf16).
+"""
+
+from __future__ import annotations
+
+from af3_cpu_patch.registry import SourcePatch
+from af3_cpu_patch.source_rewrite import Rewrite
+
+MODULES = ("alphafold3.model.network.modules", "alphafold3.model.diffusion.modules")
+
+_GLU = "__import__('af3_cpu_patch.bf16_products', fromlist=['gated_linear_unit']).gated_linear_unit"
+_EINSUM = "__import__('af3_cpu_patch.bf16_products', fromlist=['einsum']).einsum"
+_WHY = (
+    "XLA:CPU computes a bf16 x bf16 -> bf16 product in float32 from converted operands; asked for a float32 "
+    "result it uses its native bf16 kernel, twice as fast, and the result rounded to bf16 is stock's up to "
+    "summation order."
+)
+
+TRANSITION_GLU = SourcePatch(
+    name="trunk-products-transition",
+    why=_WHY + " Here: the transition blocks' gated linear unit, the largest product of every trunk block.",
+    modules=MODULES,
+    function="TransitionBlock.__call__",
+    rewrites=(
+        Rewrite(  # v3.0.2 and later
+            "tokamax.gated_linear_unit(x=act, weights=weights, activation=jax.nn.swish)",
+            f"{_GLU}(tokamax.gated_linear_unit, x=act, weights=weights, activation=jax.nn.swish)",
+            optional=True,
+        ),
+        Rewrite(  # v3.0.0 and v3.0.1: AF3's own op
+            "gated_linear_unit.gated_linear_unit(x=act, weight=weights, implementation=None, activation=jax.nn.swish)",
+            f"{_GLU}(gated_linear_unit.gated_linear_unit, x=act, weight=weights, implementation=None, "
+            "activation=jax.nn.swish)",
+            optional=True,
+        ),
+    ),
+    versions=("3.0.0", "3.0.4"),
+    requires_globals=(),  # the exact AST match is the check
+)
+
+TRIANGLE_MULTIPLICATION = SourcePatch(
+    name="trunk-products-triangle-multiplication",
+    why=_WHY + " Here: the triangle multiplication's gated projection and its contraction over the third token.",
+    modules=MODULES,
+    function="TriangleMultiplication.__call__",
+    rewrites=(
+        Rewrite(  # v3.0.2 and later
+            "tokamax.gated_linear_unit(act, weights_glu, activation=jax.nn.sigmoid)",
+            f"{_GLU}(tokamax.gated_linear_unit, act, weights_glu, activation=jax.nn.sigmoid)",
+            optional=True,
+        ),
+        Rewrite(  # v3.0.0 and v3.0.1
+            "gated_linear_unit.gated_linear_unit(x=act, weight=weights_glu, activation=jax.nn.sigmoid, "
+            "implementation=None)",
+            f"{_GLU}(gated_linear_unit.gated_linear_unit, x=act, weight=weights_glu, activation=jax.nn.sigmoid, "
+            "implementation=None)",
+            optional=True,
+        ),
+        Rewrite("jnp.einsum(equation, a, b)", f"{_EINSUM}(equation, a, b)"),
+    ),
+    versions=("3.0.0", "3.0.4"),
+    requires_globals=(),
+)
+
+OUTER_PRODUCT_MEAN = SourcePatch(
+    name="trunk-products-outer-product-mean",
+    why=_WHY + " Here: the MSA stack's outer product mean.",
+    modules=MODULES,
+    function="OuterProductMean.__call__",
+    rewrites=(
+        Rewrite(  # v3.0.4: one three-operand einsum
+            "jnp.einsum('abc,ade,cef->bdf', left_act, right_act, output_w)",
+            f"{_EINSUM}('abc,ade,cef->bdf', left_act, right_act, output_w)",
+            optional=True,
+        ),
+        Rewrite(  # v3.0.0-v3.0.3: two einsums
+            "jnp.einsum('acb,ade->dceb', left_act, right_act)",
+            f"{_EINSUM}('acb,ade->dceb', left_act, right_act)",
+            optional=True,
+        ),
+        Rewrite(
+            "jnp.einsum('dceb,cef->dbf', act, output_w)",
+            f"{_EINSUM}('dceb,cef->dbf', act, output_w)",
+            optional=True,
+        ),
+    ),
+    versions=("3.0.0", "3.0.4"),
+    requires_globals=(),
+)
+
+PATCHES = (TRANSITION_GLU, TRIANGLE_MULTIPLICATION, OUTER_PRODUCT_MEAN)
