@@ -111,6 +111,13 @@ def is_installed() -> bool:
     return _installed
 
 
+def applied(patch_name: str) -> bool:
+    """Is this patch installed and in place now (for patches that only make sense together)?"""
+    with _lock:
+        entry = _results.get(patch_name)
+        return bool(_installed and entry and entry[1].status is Status.APPLIED and entry[1].in_place())
+
+
 def report() -> list[PatchReport]:
     """Per patch: what happened, where, on which AF3 version."""
     with _lock:

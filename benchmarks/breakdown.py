@@ -59,8 +59,8 @@ def slope(seconds: dict, axis: int) -> float | None:
     return None
 
 
-def protein_forward_inputs(run_alphafold, residues: int, bucket: int, model_dir: pathlib.Path):
-    """(params, key, batch) for one forward pass of a ``residues``-long test protein at ``bucket``."""
+def protein_batch(run_alphafold, residues: int, bucket: int):
+    """AF3's featurised batch of a ``residues``-long test protein at ``bucket`` (with the patches installed now)."""
     import jax
     import jax.numpy as jnp
     from alphafold3.common import folding_input
@@ -71,7 +71,14 @@ def protein_forward_inputs(run_alphafold, residues: int, bucket: int, model_dir:
     example = featurisation.featurise_input(
         fold_input=fold_input, buckets=[bucket], ccd=chemical_components.Ccd(), verbose=False
     )[0]
-    batch = jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
+    return jax.tree.map(jnp.asarray, run_alphafold.utils.remove_invalidly_typed_feats(example))
+
+
+def protein_forward_inputs(run_alphafold, residues: int, bucket: int, model_dir: pathlib.Path):
+    """(params, key, batch) for one forward pass of a ``residues``-long test protein at ``bucket``."""
+    import jax
+
+    batch = protein_batch(run_alphafold, residues, bucket)
     params = run_alphafold.params.get_model_haiku_params(model_dir=model_dir)
     return params, jax.random.PRNGKey(1), batch
 

@@ -31,6 +31,20 @@ PROTEIN = {  # a small protein with empty MSAs: no data pipeline needed
 }
 
 
+def protein_with_msa(rows: int, name: str = "small_protein_msa") -> dict:
+    """:data:`PROTEIN` with an unpaired MSA of ``rows`` sequences: the query, then copies with a few
+    deterministic substitutions (no data pipeline needed)."""
+    fold_input = copy.deepcopy(PROTEIN)
+    fold_input["name"] = name
+    alphabet = "ACDEFGHIKLMNPQRSTVWY"
+    lines = [">query", PROTEIN_SEQUENCE]
+    for i in range(1, rows):
+        mutated = [alphabet[(alphabet.index(c) + i) % 20] if (j * 7 + i) % 5 == 0 else c for j, c in enumerate(PROTEIN_SEQUENCE)]
+        lines += [f">hit{i}", "".join(mutated)]
+    fold_input["sequences"][0]["protein"]["unpairedMsa"] = "\n".join(lines) + "\n"
+    return fold_input
+
+
 def protein_of_length(residues: int, name: str = "small_protein") -> dict:
     """:data:`PROTEIN` cut to its first ``residues`` residues."""
     fold_input = copy.deepcopy(PROTEIN)
@@ -159,7 +173,7 @@ except Exception as exc:
     print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
     raise SystemExit(0)
 arrays = {"positions": result["diffusion_samples"]["atom_positions"], "pae": result["full_pae"],
-          "plddt": result["predicted_lddt"]}
+          "plddt": result["predicted_lddt"], "msa_rows": np.array(example["msa"].shape[0])}
 for key in ("single_embeddings", "pair_embeddings"):
     if key in result:
         arrays[key] = result[key]

@@ -24,7 +24,10 @@ def test_round_trip_restores_original_code_and_is_idempotent():
         patched = [f.__code__ for f in fns]
         again = af3_cpu_patch.install()               # idempotent
         same = all(f.__code__ is c for f, c in zip(fns, patched))
+        from af3_cpu_patch import hooks
+        in_place = [hooks.applied("denoising-step-sqrt"), hooks.applied("no-such-patch")]
         af3_cpu_patch.uninstall()
+        in_place.append(hooks.applied("denoising-step-sqrt"))
         restored = [f.__code__ for f in fns]
         after_uninstall = {{r.patch: str(r.status) for r in af3_cpu_patch.report()}}
         with warnings.catch_warnings(record=True) as caught:
@@ -33,6 +36,7 @@ def test_round_trip_restores_original_code_and_is_idempotent():
         repatched = [f.__code__ for f in fns]
         print(json.dumps({{
             "idempotent": same,
+            "in_place": in_place,
             "second_install_report": {{r.patch: str(r.status) for r in again}},
             "changed": [p is not r for p, r in zip(patched, restored)],
             "reinstall_differs_from_original": [c is not r for c, r in zip(repatched, restored)],
@@ -44,6 +48,7 @@ def test_round_trip_restores_original_code_and_is_idempotent():
         pythonpath=[STANDIN],
     )
     assert result["idempotent"]
+    assert result["in_place"] == [True, False, False]  # hooks.applied: installed, unknown, after uninstall
     assert result["second_install_report"]["denoising-step-sqrt"] == "applied"
     assert result["changed"] == [True, True, True]
     assert result["after_uninstall"]["denoising-step-sqrt"] == "removed"

@@ -20,6 +20,7 @@ from af3_cpu_patch import (
     diffusion_precision,
     lazy_ccd,
     model_reuse,
+    msa_rows,
     progress,
     result_check,
     shared_noise_level,
@@ -282,6 +283,36 @@ SHARED_NOISE_LEVEL = WrapperPatch(
     wrapper=shared_noise_level.sample_wrapper,
 )
 
+_MSA_ROWS_WHY = (
+    "AF3 pads every MSA to 16384 rows and runs the trunk's MSA stack on 1024 of them; an MSA of fewer rows "
+    "is cut to a row bucket (16, 64, 256, 1024) and the stack runs on those: padding rows are masked out of "
+    "everything the stack passes on."
+)
+
+MSA_ROWS = WrapperPatch(
+    name="msa-rows",
+    why=_MSA_ROWS_WHY,
+    modules=("alphafold3.model.features",),
+    function="MSA.compute_features",
+    versions=("3.0.0", "3.0.4"),
+    wrapper=msa_rows.compute_features_wrapper,
+)
+
+MSA_ROWS_EVOFORMER = SourcePatch(
+    name=msa_rows.EVOFORMER_PATCH,
+    why=_MSA_ROWS_WHY + " The Evoformer takes at most as many rows as the MSA has (msa-rows cuts only with this).",
+    modules=("alphafold3.model.network.evoformer", "alphafold3.model.diffusion.model"),
+    function="Evoformer._embed_process_msa",
+    rewrites=(
+        Rewrite(
+            "featurization.truncate_msa_batch(msa_batch, self.config.num_msa)",
+            "featurization.truncate_msa_batch(msa_batch, min(self.config.num_msa, msa_batch.rows.shape[0]))",
+        ),
+    ),
+    versions=("3.0.0", "3.0.4"),
+    requires_globals=(),  # the exact AST match is the check
+)
+
 CHEMICAL_COMPONENTS = ("alphafold3.constants.chemical_components",)
 _LAZY_CCD_WHY = (
     "AF3 unpickles its whole chemical components dictionary in every run (about 6 s and 3.7 GB) to read a few "
@@ -328,6 +359,6 @@ DEFAULT = (JAX_TRITON_FALLBACK,)
 CLI_ONLY = (
     CPU_DEVICE, CHECK_INFERENCE, CHECK_EXTRACTED, CHECK_EXTRACTED_STRUCTURES, PRECISION_POLICY, ATOM_SLOTS,
     LAZY_CCD, LAZY_CCD_FRESH, DIFFUSION_BF16_PASS_SCOPE, DIFFUSION_BF16_PASS_LINEAR, DIFFUSION_BF16_PASS_GLU,
-    SHARED_NOISE_LEVEL,
+    SHARED_NOISE_LEVEL, MSA_ROWS_EVOFORMER, MSA_ROWS,
 )
 PROGRESS = (PROGRESS_SEED, PROGRESS_TRUNK, PROGRESS_DIFFUSION)
