@@ -27,6 +27,7 @@ from af3_cpu_patch import (
 )
 from af3_cpu_patch.patches.layout import DIFFUSION_TRANSFORMER
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
+from af3_cpu_patch.patches.trunk_products import glu_call_rewrites
 from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
@@ -254,19 +255,7 @@ DIFFUSION_BF16_PASS_GLU = SourcePatch(
     ),
     modules=DIFFUSION_TRANSFORMER,
     function="transition_block",
-    rewrites=(
-        Rewrite(  # v3.0.2 and later
-            "tokamax.gated_linear_unit(x=x, weights=weights, activation=jax.nn.swish)",
-            f"{_GLU}(tokamax.gated_linear_unit, x=x, weights=weights, activation=jax.nn.swish)",
-            optional=True,
-        ),
-        Rewrite(  # v3.0.0 and v3.0.1: AF3's own op
-            "gated_linear_unit.gated_linear_unit(x=x, weight=weights, implementation=None, activation=jax.nn.swish)",
-            f"{_GLU}(gated_linear_unit.gated_linear_unit, x=x, weight=weights, implementation=None, "
-            "activation=jax.nn.swish)",
-            optional=True,
-        ),
-    ),
+    rewrites=glu_call_rewrites("x", "jax.nn.swish", _GLU),
     versions=("3.0.0", "3.0.4"),
 )
 

@@ -25,24 +25,33 @@ _WHY = (
     "summation order."
 )
 
+def glu_call_rewrites(x: str, activation: str, route: str) -> tuple[Rewrite, Rewrite]:
+    """A transition's gated-linear-unit call, routed through ``route`` (called with the op, then the call's arguments).
+
+    Two forms: tokamax's op (v3.0.2 and later), AF3's own before.
+    """
+    tokamax_args = f"x={x}, weights=weights, activation={activation}"
+    own_args = f"x={x}, weight=weights, implementation=None, activation={activation}"
+    return (
+        Rewrite(
+            f"tokamax.gated_linear_unit({tokamax_args})",
+            f"{route}(tokamax.gated_linear_unit, {tokamax_args})",
+            optional=True,
+        ),
+        Rewrite(
+            f"gated_linear_unit.gated_linear_unit({own_args})",
+            f"{route}(gated_linear_unit.gated_linear_unit, {own_args})",
+            optional=True,
+        ),
+    )
+
+
 TRANSITION_GLU = SourcePatch(
     name="trunk-products-transition",
     why=_WHY + " Here: the transition blocks' gated linear unit, the largest product of every trunk block.",
     modules=MODULES,
     function="TransitionBlock.__call__",
-    rewrites=(
-        Rewrite(  # v3.0.2 and later
-            "tokamax.gated_linear_unit(x=act, weights=weights, activation=jax.nn.swish)",
-            f"{_GLU}(tokamax.gated_linear_unit, x=act, weights=weights, activation=jax.nn.swish)",
-            optional=True,
-        ),
-        Rewrite(  # v3.0.0 and v3.0.1: AF3's own op
-            "gated_linear_unit.gated_linear_unit(x=act, weight=weights, implementation=None, activation=jax.nn.swish)",
-            f"{_GLU}(gated_linear_unit.gated_linear_unit, x=act, weight=weights, implementation=None, "
-            "activation=jax.nn.swish)",
-            optional=True,
-        ),
-    ),
+    rewrites=glu_call_rewrites("act", "jax.nn.swish", _GLU),
     versions=("3.0.0", "3.0.4"),
     requires_globals=(),  # the exact AST match is the check
 )
