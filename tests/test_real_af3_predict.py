@@ -81,6 +81,6 @@ def test_full_model_patched_progress_and_stock_bits(af3, model_dir, protein_json
     else:
         error, exact = _forward(af3, model_dir, protein_json, tmp_path, "patched", real_af3.SPEED_PATCHES)
         assert error is None, error
-        for key in exact:
+        for key in exact.keys() - {"msa_rows"}:  # the input's padded MSA rows differ by design (msa-rows)
             assert exact[key].tobytes() == stock[key].tobytes(), key
         assert np.abs(patched["positions"] - stock["positions"]).max() < real_af3.SPEED_PATCHES_TOLERANCE_A
