@@ -43,31 +43,54 @@ def einsum(equation, *operands, **kwargs):
     return jnp.einsum(equation, *operands, **kwargs)
 
 
-def gated_linear_unit(original, *args, **kwargs):
-    """AF3's gated-linear-unit call (``original``: tokamax's op, or AF3's own before v3.0.2).
+def glu_call(args: tuple, kwargs: dict, dtype):
+    """(x, fused weights, activation) of a gated-linear-unit call whose operands are ``dtype``, else None.
 
-    With ``enabled`` and bf16 ``x`` and fused ``(K, 2, N)`` weights, computes
-    what the op's XLA reference computes -- product rounded to bf16,
-    ``activation(gate) * projection`` in float32, result in bf16 -- with the
-    product from :func:`einsum`.  Anything else is ``original`` unchanged.
+    The call forms AF3 uses: ``x`` and ``weights`` (tokamax) or ``weight``
+    (AF3's own op), by keyword or the first two by position, fused ``(K, 2, N)``
+    weights.  None: a call to leave to the op itself.
+    """
+    if len(args) > 2:
+        return None
+    named = dict(zip(("x", "weights"), args), **kwargs)
+    x, weights = named.get("x"), named.get("weights", named.get("weight"))
+    if (
+        set(named) <= _GLU_ARGUMENTS
+        and getattr(x, "dtype", None) == dtype
+        and getattr(weights, "dtype", None) == dtype
+        and weights.ndim == 3
+        and weights.shape[1] == 2
+    ):
+        return x, weights, named.get("activation")
+    return None
+
+
+def fused_glu(product, x, weights, activation):
+    """``activation(gate) * projection`` in float32, from one ``product`` of ``x`` with the (K, 2N) weights.
+
+    As the GLU ops' XLA reference computes it; ``product`` is the einsum that
+    decides the product's precision (and its rounding, before the gating).
     """
     import jax
     import jax.numpy as jnp
 
-    named = dict(zip(("x", "weights"), args), **kwargs) if len(args) <= 2 else None
-    x = named and named.get("x")
-    weights = named and named.get("weights", named.get("weight"))
-    if (
-        enabled
-        and named is not None
-        and set(named) <= _GLU_ARGUMENTS
-        and _all_bf16(x, weights)
-        and weights.ndim == 3
-        and weights.shape[1] == 2
-    ):
-        y = einsum("...k,kn->...n", x, jax.lax.collapse(weights, -2)).astype(jnp.float32)
-        gate, projection = jnp.split(y, 2, axis=-1)
-        activation = named.get("activation")
-        out = (gate if activation is None else activation(gate)) * projection
-        return out.astype(x.dtype)
-    return original(*args, **kwargs)
+    y = product("...k,kn->...n", x, jax.lax.collapse(weights, -2)).astype(jnp.float32)
+    gate, projection = jnp.split(y, 2, axis=-1)
+    return (gate if activation is None else activation(gate)) * projection
+
+
+def gated_linear_unit(original, *args, **kwargs):
+    """AF3's gated-linear-unit call (``original``: tokamax's op, or AF3's own before v3.0.2).
+
+    With ``enabled`` and bf16 ``x`` and fused weights, computes what the op's
+    XLA reference computes -- product rounded to bf16, ``activation(gate) *
+    projection`` in float32, result in bf16 -- with the product from
+    :func:`einsum`.  Anything else is ``original`` unchanged.
+    """
+    import jax.numpy as jnp
+
+    call = glu_call(args, kwargs, jnp.bfloat16) if enabled else None
+    if call is None:
+        return original(*args, **kwargs)
+    x, weights, activation = call
+    return fused_glu(einsum, x, weights, activation).astype(x.dtype)

@@ -95,24 +95,12 @@ def gated_linear_unit(original, **kwargs):
     and gating in float32); anything else goes to :mod:`bf16_products` (the
     op unchanged unless its operands are bf16 there).
     """
-    import jax
     import jax.numpy as jnp
 
-    x = kwargs.get("x")
-    weights = kwargs.get("weights", kwargs.get("weight"))
-    known = {"x", "weights", "weight", "activation", "implementation"}
-    if (
-        _bf16_pass.get()
-        and set(kwargs) <= known
-        and getattr(x, "dtype", None) == jnp.float32
-        and getattr(weights, "dtype", None) == jnp.float32
-        and getattr(weights, "ndim", None) == 3
-    ):
-        y = einsum("...k,kn->...n", x, jax.lax.collapse(weights, -2))
-        gate, projection = jnp.split(y, 2, axis=-1)
-        activation = kwargs.get("activation")
-        return gate * projection if activation is None else activation(gate) * projection
-    return bf16_products.gated_linear_unit(original, **kwargs)
+    call = bf16_products.glu_call((), kwargs, jnp.float32) if _bf16_pass.get() else None
+    if call is None:
+        return bf16_products.gated_linear_unit(original, **kwargs)
+    return bf16_products.fused_glu(einsum, *call)
 
 
 def diffusion_head_wrapper(wrapped, instance, args, kwargs):

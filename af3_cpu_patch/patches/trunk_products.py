@@ -25,25 +25,27 @@ _WHY = (
     "summation order."
 )
 
-def glu_call_rewrites(x: str, activation: str, route: str) -> tuple[Rewrite, Rewrite]:
-    """A transition's gated-linear-unit call, routed through ``route`` (called with the op, then the call's arguments).
 
-    Two forms: tokamax's op (v3.0.2 and later), AF3's own before.
-    """
-    tokamax_args = f"x={x}, weights=weights, activation={activation}"
-    own_args = f"x={x}, weight=weights, implementation=None, activation={activation}"
+def routed_call(op: str, args: str, route: str, optional: bool = True) -> Rewrite:
+    """``op(args)`` becomes ``route(op, args)``: af3-cpu's function, handed the op and the call's own arguments."""
+    return Rewrite(f"{op}({args})", f"{route}({op}, {args})", optional=optional)
+
+
+def glu_call_rewrites(x: str, activation: str, route: str) -> tuple[Rewrite, Rewrite]:
+    """A transition's gated-linear-unit call routed through ``route``: tokamax's op (v3.0.2+), AF3's own before."""
     return (
-        Rewrite(
-            f"tokamax.gated_linear_unit({tokamax_args})",
-            f"{route}(tokamax.gated_linear_unit, {tokamax_args})",
-            optional=True,
-        ),
-        Rewrite(
-            f"gated_linear_unit.gated_linear_unit({own_args})",
-            f"{route}(gated_linear_unit.gated_linear_unit, {own_args})",
-            optional=True,
+        routed_call("tokamax.gated_linear_unit", f"x={x}, weights=weights, activation={activation}", route),
+        routed_call(
+            "gated_linear_unit.gated_linear_unit",
+            f"x={x}, weight=weights, implementation=None, activation={activation}",
+            route,
         ),
     )
+
+
+def _einsum(args: str, optional: bool = False) -> Rewrite:
+    """``jnp.einsum(args)`` becomes :func:`bf16_products.einsum` with the same arguments."""
+    return Rewrite(f"jnp.einsum({args})", f"{_EINSUM}({args})", optional=optional)
 
 
 TRANSITION_GLU = SourcePatch(
@@ -62,19 +64,13 @@ TRIANGLE_MULTIPLICATION = SourcePatch(
     modules=MODULES,
     function="TriangleMultiplication.__call__",
     rewrites=(
-        Rewrite(  # v3.0.2 and later
-            "tokamax.gated_linear_unit(act, weights_glu, activation=jax.nn.sigmoid)",
-            f"{_GLU}(tokamax.gated_linear_unit, act, weights_glu, activation=jax.nn.sigmoid)",
-            optional=True,
+        routed_call("tokamax.gated_linear_unit", "act, weights_glu, activation=jax.nn.sigmoid", _GLU),  # v3.0.2+
+        routed_call(  # v3.0.0 and v3.0.1
+            "gated_linear_unit.gated_linear_unit",
+            "x=act, weight=weights_glu, activation=jax.nn.sigmoid, implementation=None",
+            _GLU,
         ),
-        Rewrite(  # v3.0.0 and v3.0.1
-            "gated_linear_unit.gated_linear_unit(x=act, weight=weights_glu, activation=jax.nn.sigmoid, "
-            "implementation=None)",
-            f"{_GLU}(gated_linear_unit.gated_linear_unit, x=act, weight=weights_glu, activation=jax.nn.sigmoid, "
-            "implementation=None)",
-            optional=True,
-        ),
-        Rewrite("jnp.einsum(equation, a, b)", f"{_EINSUM}(equation, a, b)"),
+        _einsum("equation, a, b"),
     ),
     versions=("3.0.0", "3.0.4"),
     requires_globals=(),
@@ -86,21 +82,9 @@ OUTER_PRODUCT_MEAN = SourcePatch(
     modules=MODULES,
     function="OuterProductMean.__call__",
     rewrites=(
-        Rewrite(  # v3.0.4: one three-operand einsum
-            "jnp.einsum('abc,ade,cef->bdf', left_act, right_act, output_w)",
-            f"{_EINSUM}('abc,ade,cef->bdf', left_act, right_act, output_w)",
-            optional=True,
-        ),
-        Rewrite(  # v3.0.0-v3.0.3: two einsums
-            "jnp.einsum('acb,ade->dceb', left_act, right_act)",
-            f"{_EINSUM}('acb,ade->dceb', left_act, right_act)",
-            optional=True,
-        ),
-        Rewrite(
-            "jnp.einsum('dceb,cef->dbf', act, output_w)",
-            f"{_EINSUM}('dceb,cef->dbf', act, output_w)",
-            optional=True,
-        ),
+        _einsum("'abc,ade,cef->bdf', left_act, right_act, output_w", optional=True),  # v3.0.4: one einsum
+        _einsum("'acb,ade->dceb', left_act, right_act", optional=True),  # v3.0.0-v3.0.3: two
+        _einsum("'dceb,cef->dbf', act, output_w", optional=True),
     ),
     versions=("3.0.0", "3.0.4"),
     requires_globals=(),
