@@ -186,7 +186,18 @@ def test_predict_runs_stock_main_on_cpu_with_patches(workdir):
     coords = np.loadtxt(out / "tiny" / "seed-1_sample-0" / "tiny_model.xyz")
     assert coords.shape == (40, 3) and np.isfinite(coords).all()  # NaN without the numerics patch
     assert "done" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == f"AF3 output written to {out}"  # flushed before the fast exit
     assert not list(workdir.glob(".out.af3-cpu-partial-*"))
+
+
+def test_in_process_callers_get_system_exit(monkeypatch):
+    """Only a command that ran AF3 ends the process without teardown; ``--version`` exits normally."""
+    from af3_cpu_patch import cli
+
+    monkeypatch.setattr(sys, "argv", ["af3-cpu", "--version"])
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 0 and not cli._ran_af3
 
 
 def test_second_run_keeps_the_first_output(workdir):
