@@ -191,10 +191,10 @@ def test_predict_runs_stock_main_on_cpu_with_patches(workdir):
 
 
 def test_in_process_callers_get_system_exit(monkeypatch):
-    """Only a command that ran AF3 ends the process without teardown; ``--version`` exits normally."""
+    """Only a command that ran AF3 ends the process without teardown; ``--help`` exits normally."""
     from af3_cpu_patch import cli
 
-    monkeypatch.setattr(sys, "argv", ["af3-cpu", "--version"])
+    monkeypatch.setattr(sys, "argv", ["af3-cpu", "--help"])
     with pytest.raises(SystemExit) as exited:
         cli.entry()
     assert exited.value.code == 0 and not cli._ran_af3
