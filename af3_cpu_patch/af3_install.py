@@ -48,6 +48,19 @@ class AF3Install:
     version: str | None
     version_source: str  # "source fingerprint", "package metadata", "alphafold3/version.py", "unknown"
     is_deepmind: bool
+    # The source is no release's (a checkout of branch main, or edited): ``version`` is the
+    # release it says it is, and it has later commits or changes; ``commit`` where git tells.
+    past_release: bool = False
+    commit: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The version as users should read it: "3.0.4", or "3.0.4 + later commits (c0f97ed)"."""
+        if self.version is None:
+            return "(version unknown)"
+        if not self.past_release:
+            return self.version
+        return f"{self.version} + later commits" + (f" ({self.commit[:7]})" if self.commit else "")
 
     @property
     def found(self) -> bool:
@@ -79,7 +92,7 @@ class AF3Install:
             return "no importable alphafold3"
         if not self.is_deepmind:
             return f"alphafold3 at {self.package_dir} is not DeepMind's AlphaFold 3 (no diffusion head; PyPI's 'alphafold3' is an unrelated placeholder)"
-        return f"AlphaFold 3 {self.version or '(version unknown)'} [{self.version_source}] at {self.package_dir}"
+        return f"AlphaFold 3 {self.label} [{self.version_source}] at {self.package_dir}"
 
     def problem(self) -> str | None:
         """One line naming what is wrong and how to fix it, or None."""
@@ -117,18 +130,41 @@ def _version_py(package_dir: pathlib.Path) -> str | None:
     return match.group(1) if match else None
 
 
+def git_commit(package_dir: pathlib.Path) -> str | None:
+    """The commit checked out in the git checkout holding ``package_dir`` (``<root>/src/alphafold3``), if any.
+
+    Read from ``.git`` directly: no git binary needed, nothing run.
+    """
+    git = package_dir.parent.parent / ".git"
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:]
+        if (git / ref).is_file():
+            return (git / ref).read_text().strip() or None
+        for line in (git / "packed-refs").read_text().splitlines():
+            if line.endswith(" " + ref):
+                return line.split()[0]
+    except OSError:
+        return None
+    return None
+
+
 def inspect_package(package_dir: pathlib.Path | None) -> AF3Install:
+    """Which AF3 ``package_dir`` is: a release by its fingerprint, else what it says it is, marked as past it."""
     if package_dir is None:
         return AF3Install(None, None, "unknown", False)
     is_deepmind = any((package_dir / f).is_file() for f in DIFFUSION_HEAD_FILES)
-    for source, finder in (
-        ("source fingerprint", lambda: fingerprint_version(package_dir)),
-        ("package metadata", _metadata_version),
-        ("alphafold3/version.py", lambda: _version_py(package_dir)),
-    ):
+    version = fingerprint_version(package_dir)
+    if version:
+        return AF3Install(package_dir, version, "source fingerprint", is_deepmind)
+    for source, finder in (("package metadata", _metadata_version), ("alphafold3/version.py", lambda: _version_py(package_dir))):
         version = finder()
         if version:
-            return AF3Install(package_dir, version, source, is_deepmind)
+            past = (package_dir / FINGERPRINT_FILE).is_file()  # readable, and no release's
+            detail = f"{source}; its {FINGERPRINT_FILE} matches no release" if past else source
+            return AF3Install(package_dir, version, detail, is_deepmind, past, git_commit(package_dir) if past else None)
     return AF3Install(package_dir, None, "unknown", is_deepmind)
 
 

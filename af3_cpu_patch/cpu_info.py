@@ -8,6 +8,8 @@ import pathlib
 import platform
 import re
 
+from af3_cpu_patch.host.limits import limits
+
 ISA_FLAGS = (("fma", "FMA"), ("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
 
 
@@ -15,22 +17,12 @@ def allowed_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
-def cgroup_cpu_limit() -> int | None:
-    """Whole CPUs allowed by a cgroup v2 quota (``cpu.max``), or None."""
-    try:
-        quota, period = pathlib.Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    return max(1, int(quota) // int(period))
-
-
 def usable_cores() -> int:
-    """Cores this process may use: its affinity mask, capped by a cgroup CPU quota."""
-    cores = len(allowed_cpus())
-    limit = cgroup_cpu_limit()
-    return min(cores, limit) if limit else cores
+    """Cores this process may use: the tightest of its cgroup CPU quotas, SLURM/PBS's allocation and its affinity mask.
+
+    See :mod:`af3_cpu_patch.host.limits`, which also says where the number came from.
+    """
+    return limits().cores.value
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,7 +32,7 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     except OSError:
         return platform.processor() or platform.machine(), frozenset()
     model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^(?:flags|Features)\s*:\s*(.+)$", text, re.M)  # x86 | ARM
     return (model.group(1).strip() if model else platform.machine()), frozenset(flags.group(1).split() if flags else ())
 
 
@@ -48,8 +40,13 @@ def cpu_model() -> str:
     return _cpuinfo()[0]
 
 
+def flags() -> frozenset[str]:
+    """The kernel's flags (x86) or Features (ARM) line of /proc/cpuinfo."""
+    return _cpuinfo()[1]
+
+
 def has_flag(flag: str) -> bool:
-    return flag in _cpuinfo()[1]
+    return flag in flags()
 
 
 def native_bf16() -> bool:

@@ -130,6 +130,21 @@ def model_config_wrapper(wrapped, instance, args, kwargs):
     return config
 
 
+# AF3's own settings, which --exact keeps: its trunk in bf16, the diffusion
+# head's products as XLA:CPU computes them (float32), its "xla" attention.
+STOCK_SETTINGS = {"precision": "bf16", "diffusion-precision": "f32", "attention": "xla"}
+
+
+def check_exact(precision_choice: str, diffusion_choice: str, attention_choice: str) -> None:
+    """Refuse, with ``--exact``, an option that would change AF3's numbers."""
+    given = {"precision": precision_choice, "diffusion-precision": diffusion_choice, "attention": attention_choice}
+    clashes = [f"--{name} {value}" for name, value in given.items() if value not in ("auto", STOCK_SETTINGS[name])]
+    if clashes:
+        raise UsageProblem(
+            f"--exact keeps AF3's own numerics, which {', '.join(clashes)} would change: drop --exact or the option"
+        )
+
+
 def start_af3(
     root: pathlib.Path,
     threads: int | None,
@@ -137,18 +152,25 @@ def start_af3(
     patches,
     attention_choice: str = "auto",
     diffusion_choice: str = "auto",
+    exact: bool = False,
 ) -> tuple[int, object]:
     """Set this process up for AF3 on the CPU, in the one order that works; returns (threads, run_alphafold).
 
     The platform and the thread count must be set before jax initialises, the
     patches installed before AF3 is imported, and the attention chosen after
-    (what AF3 offers depends on its version).
+    (what AF3 offers depends on its version).  ``exact``: AF3's own settings
+    (the caller passes only the patches that keep stock's bits).
     """
     global precision, attention
+    if exact:
+        check_exact(precision_choice, diffusion_choice, attention_choice)
+        precision_choice, diffusion_choice, attention_choice = (
+            STOCK_SETTINGS["precision"], STOCK_SETTINGS["diffusion-precision"], STOCK_SETTINGS["attention"]
+        )
     used = prepare(threads)
     precision = resolve_precision(precision_choice)
     diffusion_precision.setting = resolve_precision(diffusion_choice)
-    bf16_products.enabled = cpu_info.native_bf16()
+    bf16_products.enabled = cpu_info.native_bf16() and not exact
     import af3_cpu_patch
 
     af3_cpu_patch.install(patches)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import re
 
 from af3_cpu_patch import af3_checkout, af3_install, cpu_info
 from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch.registry import Numerics
+from af3_cpu_patch.host import cgroups
+from af3_cpu_patch.host import limits as host_limits
 
 
 @dataclasses.dataclass
@@ -21,13 +23,27 @@ class Check:
     detail: str
 
 
-def memory_gib() -> float | None:
+def limit_checks() -> list[Check]:
+    """Cores and memory as the process really has them, each with the limit it came from.
+
+    Why the source: on a cluster node or in a container the machine's totals
+    are not this process's; the line says which cgroup, scheduler variable
+    or system number decides.
+    """
     try:
-        text = pathlib.Path("/proc/meminfo").read_text()
-        kib = int(re.search(r"^MemAvailable:\s*(\d+)", text, re.M).group(1))
-        return kib / 2**20
-    except (OSError, AttributeError):
-        return None
+        found = host_limits.limits()
+    except UsageProblem as exc:  # a malformed SLURM/PBS variable
+        return [Check("FAIL", "limits", str(exc))]
+    checks = [Check("ok", "cores", f"{found.cores.value} usable cores ({found.cores.source})")]
+    if found.memory is None or found.available is None:
+        return checks + [Check("warn", "memory", "no limit readable (no /proc/meminfo): --max-memory is the only check")]
+    gib = 2**30
+    detail = (f"{found.available.value / gib:.1f} GiB available now ({found.available.source}); "
+              f"limit {found.memory.value / gib:.1f} GiB ({found.memory.source})")
+    if not found.memory.source.startswith("cgroup"):  # say that the cgroups were read too
+        read = [f"v{chain.version} {chain.dirs[0]}" for chain in cgroups.chains("memory")]
+        detail += f"; no tighter limit on cgroup {' or '.join(read)} or their parents" if read else ""
+    return checks + [Check("ok", "memory", detail)]
 
 
 def ccd_index_check(pickle_path: pathlib.Path) -> Check | None:
@@ -92,8 +108,7 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
         checks.append(Check("FAIL", "JAX", f"no CPU backend ({type(exc).__name__}: {exc}): pip install jax jaxlib"))
 
     checks.append(Check("ok", "CPU", cpu_info.summary()))
-    mem, cores = memory_gib(), cpu_info.usable_cores()
-    checks.append(Check("ok", "cores / RAM", f"{cores} usable cores" + (f", {mem:.1f} GiB available" if mem else "")))
+    checks += limit_checks()
 
     model_dir = model_dir or pathlib.Path.home() / "models"
     try:
@@ -129,7 +144,11 @@ def patch_checks(checkout: af3_checkout.Checkout) -> list[Check]:
     except UsageProblem as exc:
         return [Check("FAIL", "AF3 import", str(exc))]
     bad = {"source did not match", "target not found", "error"}
-    return [Check("warn" if str(r.status) in bad else "ok", f"patch {r.patch}", f"{r.status}" + (f" ({r.detail})" if r.detail else "")) for r in af3_cpu_patch.report()]
+    return [
+        Check("warn" if str(r.status) in bad else "ok", f"patch {r.patch}",
+              f"{r.status}" + (f" ({r.detail})" if r.detail else "") + f"; {r.effect()}" + ("" if r.numerics is Numerics.CHANGES else " (kept by --exact)"))
+        for r in af3_cpu_patch.report()
+    ]
 
 
 def render(checks: list[Check]) -> str:

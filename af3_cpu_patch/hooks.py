@@ -18,7 +18,7 @@ import warnings
 import wrapt
 
 from af3_cpu_patch import af3_install
-from af3_cpu_patch.registry import Outcome, Patch, Status
+from af3_cpu_patch.registry import Numerics, Outcome, Patch, Status
 
 
 class AF3PatchWarning(UserWarning):
@@ -36,11 +36,17 @@ class PatchReport:
     af3_version: str | None
     detail: str
     why: str
+    numerics: Numerics
+    difference: str = ""
 
     def line(self) -> str:
         where = f" in {self.module}" if self.module else ""
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.patch}: {self.status}{where}{detail}"
+        return f"{self.patch}: {self.status}{where}{detail} [{self.effect()}]"
+
+    def effect(self) -> str:
+        """What the patch does to the numbers: bit-identical, needed, or its measured difference."""
+        return f"{self.numerics}: {self.difference}" if self.difference else str(self.numerics)
 
 
 _lock = threading.RLock()
@@ -81,7 +87,7 @@ def install(patches: tuple[Patch, ...] | None = None) -> list[PatchReport]:
             elif name not in _hooked:
                 _hooked.add(name)
                 wrapt.register_post_import_hook(_on_import, name)
-    applied_late = [n for n in already if any(r.status is Status.APPLIED and r.module == n for r in report())]
+    applied_late = [n for n in already if any(r.status.in_effect and r.module == n for r in report())]
     if applied_late:
         warnings.warn(
             f"af3_cpu_patch patched {', '.join(applied_late)} after it was imported: anything jax traced "
@@ -98,7 +104,7 @@ def uninstall() -> list[PatchReport]:
     global _installed
     with _lock:
         for name, (module, outcome) in reversed(list(_results.items())):  # wrappers stack: undo newest first
-            if outcome.status is Status.APPLIED and outcome.undo is not None:
+            if outcome.status.in_effect and outcome.undo is not None:
                 outcome.undo()
                 _results[name] = (module, Outcome(Status.REMOVED, "original restored"))
         for patch in _patches:
@@ -115,7 +121,7 @@ def applied(patch_name: str) -> bool:
     """Is this patch installed and in place now (for patches that only make sense together)?"""
     with _lock:
         entry = _results.get(patch_name)
-        return bool(_installed and entry and entry[1].status is Status.APPLIED and entry[1].in_place())
+        return bool(_installed and entry and entry[1].status.in_effect and entry[1].in_place())
 
 
 def report() -> list[PatchReport]:
@@ -139,6 +145,8 @@ def report() -> list[PatchReport]:
                     af3_version=info.version,
                     detail=outcome.detail,
                     why=patch.why,
+                    numerics=patch.numerics,
+                    difference=patch.difference,
                 )
             )
         return rows
@@ -155,7 +163,7 @@ def _on_import(module: types.ModuleType) -> None:
             if module.__name__ not in patch.modules:
                 continue
             previous = _results.get(patch.name)
-            if previous and previous[1].status is Status.APPLIED and previous[1].in_place():
+            if previous and previous[1].status.in_effect and previous[1].in_place():
                 continue  # idempotent: already in place
             _record(patch.name, module.__name__, patch.apply(module, version))
 

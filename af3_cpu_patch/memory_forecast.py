@@ -14,11 +14,11 @@ the forecast errs high).
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import re
 
 from af3_cpu_patch import lazy_ccd
 from af3_cpu_patch.ccd_sizes import LIGAND_TOKENS, MODIFIED_RESIDUE_TOKENS
+from af3_cpu_patch.host import limits as host_limits
 
 # Fitted by benchmarks/memory.py --diffusion-steps 20 --quadratic 4.41e-6: AF3 v3.0.4, af3-cpu
 # defaults (CCD index, atom-slots, bf16 trunk on an AVX512-BF16 CPU), 5 samples, peak RSS
@@ -91,27 +91,38 @@ def forecast_gb(bucket: int) -> float:
     return round((a + UNROLLED_DIFFUSION_GB + b * bucket + c * bucket * bucket) * MARGIN, 1)
 
 
-def _meminfo_available_gb() -> float | None:
-    try:
-        match = re.search(r"^MemAvailable:\s+(\d+) kB", pathlib.Path("/proc/meminfo").read_text(), re.M)
-    except OSError:
-        return None
-    return int(match.group(1)) / 2**20 if match else None
-
-
-def _cgroup_available_gb() -> float | None:
-    try:
-        limit = pathlib.Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(pathlib.Path("/sys/fs/cgroup/memory.current").read_text())
-    except (OSError, ValueError):
-        return None
-    return None if limit == "max" else (int(limit) - used) / 2**30
+def available() -> host_limits.Limit | None:
+    """Memory this process can still get, in bytes, and from where: the tightest of its cgroups
+    (its own and their ancestors, v1 or v2), its SLURM allocation and ``/proc/meminfo``."""
+    return host_limits.limits().available
 
 
 def available_gb() -> float | None:
-    """Memory this process can still get: the smaller of the system's and its cgroup's."""
-    values = [v for v in (_meminfo_available_gb(), _cgroup_available_gb()) if v is not None]
-    return round(min(values), 1) if values else None
+    """:func:`available` in GB (GiB, as the forecast), one decimal; None where nothing is readable."""
+    found = available()
+    return round(found.value / 2**30, 1) if found else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """The memory a run may use, and where that number came from (for the refusal)."""
+
+    gb: float | None  # None: nothing known, no check
+    source: str
+
+
+def budget(max_memory: str | None) -> Budget:
+    """``--max-memory`` if given, else what this process can still get."""
+    if max_memory is not None:
+        return Budget(parse_max_memory(max_memory), f"--max-memory {max_memory}")
+    found = available()
+    return Budget(round(found.value / 2**30, 1), found.source) if found else Budget(None, "nothing readable")
+
+
+def too_big(forecast: Forecast, limit: Budget) -> str:
+    """The one-line refusal of a run whose forecast exceeds ``limit``, naming the limit's source and the fixes."""
+    return (f"{forecast.describe()}, more than the {limit.gb:g} GB available ({limit.source}): give the run more memory "
+            "(a bigger machine or job allocation, or free some), or pass --max-memory none to run anyway")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +133,11 @@ class Forecast:
     peak_gb: float
 
     def describe(self) -> str:
-        return f"{self.name}: {self.tokens} tokens -> bucket {self.bucket}, forecast peak memory {self.peak_gb} GB"
+        """The line ``predict`` prints before it starts: time and memory, so a run that cannot finish is not begun."""
+        from af3_cpu_patch.host import forecast_time
+
+        return (f"{self.name}: {self.tokens} tokens -> bucket {self.bucket}, {forecast_time.describe(self.bucket)}, "
+                f"forecast peak memory {self.peak_gb} GB")
 
 
 def forecast(fold_input: dict, buckets: str | None = None, whole_ccd: bool | None = None) -> Forecast:

@@ -41,7 +41,7 @@ VERSIONED_FLAGS = {
 # on"), 192, then AF3's own buckets from 256.
 CPU_BUCKETS = "16,24,32,40,48,56,64,80,96,112,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 STOCK_BUCKETS = "256,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
-DEFAULT_CACHE = cache_dirs.cache_root() / "jax"
+DEFAULT_CACHE = cache_dirs.compilation_cache()  # per CPU and jax version: see cache_dirs
 
 
 @dataclasses.dataclass
@@ -64,6 +64,7 @@ class PredictOptions:
     attention: str = "auto"
     cache_dir: pathlib.Path | None = DEFAULT_CACHE
     max_memory: str | None = None
+    exact: bool = False  # AF3's own numbers: stock settings and buckets, only bit-identical patches
 
 
 def _say(message: str, start: float, quiet: bool) -> None:
@@ -92,25 +93,29 @@ def check_input(path: pathlib.Path) -> list[pathlib.Path]:
     return files
 
 
-def effective_buckets(buckets: str | None) -> str:
-    return STOCK_BUCKETS if buckets == "stock" else (buckets or CPU_BUCKETS)
+def effective_buckets(buckets: str | None, exact: bool = False) -> str:
+    """The buckets a run pads to: AF3's own with ``stock`` (and by default with ``--exact``), else CPU-sized ones."""
+    if buckets == "stock" or (buckets is None and exact):
+        return STOCK_BUCKETS
+    return buckets or CPU_BUCKETS
 
 
 def check_memory(files: list[pathlib.Path], options: PredictOptions) -> list[memory_forecast.Forecast]:
-    """Refuse inputs whose forecast peak memory exceeds ``--max-memory`` (default: what is available)."""
-    limit = memory_forecast.parse_max_memory(options.max_memory)
+    """Refuse inputs whose forecast peak memory exceeds ``--max-memory`` (default: what is available).
+
+    The refusal names where the limit came from (a cgroup file, a SLURM
+    variable, /proc/meminfo), so a user can tell which allocation to raise.
+    """
+    limit = memory_forecast.budget(options.max_memory)
     forecasts = []
     for file in files:
         data = json.loads(file.read_text())
         if not isinstance(data, dict):  # AlphaFold Server format: AF3 reads it, we do not forecast it
             continue
-        forecast = memory_forecast.forecast(data, effective_buckets(options.buckets))
+        forecast = memory_forecast.forecast(data, effective_buckets(options.buckets, options.exact))
         forecasts.append(forecast)
-        if limit is not None and forecast.peak_gb > limit:
-            raise UsageProblem(
-                f"{forecast.describe()}, more than the {limit:g} GB available: use a machine with more memory, "
-                "free some, or pass --max-memory none to run anyway"
-            )
+        if limit.gb is not None and forecast.peak_gb > limit.gb:
+            raise UsageProblem(memory_forecast.too_big(forecast, limit))
     return forecasts
 
 
@@ -179,11 +184,15 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
     if checkout.has_flag("jax_backend"):
         argv.append("--jax_backend=cpu")
     argv += [f"--db_dir={d}" for d in options.db_dir]
+    if options.run_data_pipeline:  # AF3 sizes HMMER to the node, not to a quota, and runs 4 searches at once
+        from af3_cpu_patch import cpu_info, search_threads
+
+        argv += search_threads.flags(cpu_info.usable_cores(), checkout.has_flag, options.extra)
     for attr in VERSIONED_FLAGS:
         value = getattr(options, attr)
         if attr == "buckets" and value == "stock":
             continue
-        if attr == "buckets" and value is None and checkout.has_flag("buckets"):
+        if attr == "buckets" and value is None and checkout.has_flag("buckets") and not options.exact:
             value = CPU_BUCKETS
         if value is not None:
             argv.append(f"--{attr}={value}")
@@ -198,25 +207,79 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
 
 @contextlib.contextmanager
 def staged_output(final: pathlib.Path):
-    """Yield a temporary sibling of ``final``; on success move its entries into ``final``."""
+    """Yield a temporary sibling of ``final``; on success rename each job folder AF3 wrote into ``final``.
+
+    Why one ``os.rename`` per job folder: a job folder is what a user opens,
+    and a rename on one filesystem (the staging folder is a sibling) makes it
+    appear whole or not at all; moving files one by one let an interruption
+    leave half a result in place.  The renames run as one critical block
+    (:mod:`af3_cpu_patch.host.stops`): a signal arriving then waits until
+    every folder is in place.  On an error or a stop the staging folder is
+    removed; a stop's message names what was kept (job folders already
+    renamed) or says that nothing was written.  A job folder whose name is
+    taken gets AF3's own ``_<timestamp>`` suffix.
+    """
+    from af3_cpu_patch.host import stops
+
     final = final.expanduser().resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.af3-cpu-partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
+    published: list[pathlib.Path] = []
+
+    def kept() -> str:
+        if not published:
+            return f"nothing was written to {final}"
+        return f"kept the finished job folder(s) {', '.join(p.name for p in published)} in {final}; nothing else was written"
+
+    def remove_staging(stop) -> str:  # from the stop watcher, while the main thread is stuck in AF3's native code
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        return kept()
+
+    try:
+        with stops.on_stop(remove_staging):
+            yield staging
+            with stops.critical():
+                _publish_jobs(staging, final, published)
+    except BaseException as exc:
+        with stops.held():
+            shutil.rmtree(staging, ignore_errors=True)
+        stop = stops.as_stop(exc)
+        if stop is None:
+            raise
+        stop.note = kept()
+        if stop is exc:
+            raise
+        raise stop from exc
+    staging.rmdir()
+
+
+def _publish_jobs(staging: pathlib.Path, final: pathlib.Path, published: list[pathlib.Path]) -> None:
+    """Rename every entry of ``staging`` into ``final``, each by one ``os.rename``; all or none on an error."""
+    created = not final.exists()
     final.mkdir(exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-    for entry in sorted(staging.iterdir()):
-        target = final / entry.name
-        if target.exists():  # AF3's own convention for an existing job folder
-            target = final / f"{entry.name}_{stamp}"
-        os.replace(entry, target)
-    staging.rmdir()
+    moved: list[tuple[pathlib.Path, pathlib.Path]] = []
+    try:
+        for entry in sorted(staging.iterdir()):
+            target = final / entry.name
+            if target.exists():  # AF3's own convention for an existing job folder
+                target = final / f"{entry.name}_{stamp}"
+                count = 1
+                while target.exists():
+                    target, count = final / f"{entry.name}_{stamp}_{count}", count + 1
+            os.rename(entry, target)
+            moved.append((entry, target))
+            published.append(target)
+    except OSError:
+        for entry, target in reversed(moved):  # a failed run leaves nothing in place: undo the renames
+            os.rename(target, entry)
+        published.clear()
+        if created:
+            with contextlib.suppress(OSError):
+                final.rmdir()
+        raise
 
 
 def run(options: PredictOptions) -> pathlib.Path:
@@ -229,28 +292,34 @@ def run(options: PredictOptions) -> pathlib.Path:
     checkout = af3_checkout.find_checkout(options.af3_dir)
     check_versioned_options(options, checkout)
     check_output_terms(checkout)
+    if options.exact:
+        cpu_runtime.check_exact(options.precision, options.diffusion_precision, options.attention)
     _say(f"{checkout.install.describe()}; run_alphafold.py from {checkout.root}", start, options.quiet)
     for forecast in forecasts:
         _say(forecast.describe(), start, options.quiet)
 
-    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
+    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES, exact
 
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     patches = CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES)
     threads, run_alphafold = cpu_runtime.start_af3(
-        checkout.root, options.threads, options.precision, patches, options.attention, options.diffusion_precision
+        checkout.root, options.threads, options.precision, exact(patches) if options.exact else patches,
+        options.attention, options.diffusion_precision, exact=options.exact,
     )
-    _say(
-        f"{threads} threads, trunk precision {cpu_runtime.describe_precision()}, diffusion products "
-        f"{diffusion_precision.describe()}, attention {cpu_runtime.attention}",
-        start,
-        options.quiet,
+    settings = (
+        "--exact: AF3's own numerics and buckets, only patches that keep stock's bits" if options.exact else
+        f"trunk precision {cpu_runtime.describe_precision()}, diffusion products {diffusion_precision.describe()}, "
+        f"attention {cpu_runtime.attention}"
     )
+    _say(f"{threads} threads, {settings}", start, options.quiet)
     if not options.quiet:
         host_ticks.prepare()
     check_af3_accepts(options.input)
 
-    with staged_output(options.output_dir) as staging:
+    from af3_cpu_patch.host import stops
+
+    # SIGTERM/SIGINT/SIGHUP from here on remove the staging folder and end the run with 128 + signal (stops).
+    with stops.guard(), staged_output(options.output_dir) as staging:
         argv = af3_flags(options, checkout, staging)
         cpu_runtime.parse_flags(argv)
         _say("running AF3's run_alphafold.main() on the CPU", start, options.quiet)

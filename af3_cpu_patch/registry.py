@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import inspect
 import types
 import weakref
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from af3_cpu_patch.source_rewrite import Rewrite
 
 class Status(str, enum.Enum):
     APPLIED = "applied"
+    PARTIAL = "applied in part"  # some optional rewrites are not in this version's source
     UPSTREAM = "already fixed upstream"
     NOT_NEEDED = "not needed"
     NOT_FOUND = "target not found"
@@ -31,6 +33,26 @@ class Status(str, enum.Enum):
     PENDING = "waiting for import"
     REMOVED = "removed"
     ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def in_effect(self) -> bool:
+        """Is the patch (or part of it) what AF3 runs?"""
+        return self in (Status.APPLIED, Status.PARTIAL)
+
+
+class Numerics(str, enum.Enum):
+    """What a patch does to AF3's numbers on the same CPU, compared with stock AF3.
+
+    ``af3-cpu predict --exact`` installs only ``NEEDED`` and ``IDENTICAL``
+    patches; ``CHANGES`` patches state their measured difference.
+    """
+
+    NEEDED = "needed on a CPU"  # to start, or to be finite where stock gives NaN; otherwise stock's bits
+    IDENTICAL = "bit-identical"
+    CHANGES = "changes numbers"
 
     def __str__(self) -> str:
         return self.value
@@ -68,6 +90,9 @@ class Patch:
     modules: tuple[str, ...]
     function: str
     versions: tuple[str, str]
+    numerics: Numerics
+    # For CHANGES: the measured difference from stock (what, how much, where measured).
+    difference: str = ""
 
     def covers(self, version: str | None) -> bool | None:
         """Is ``version`` in the range this patch was written for (None: unknown)?"""
@@ -148,7 +173,9 @@ class SourcePatch(Patch):
             rest = tuple(state.parts.values())
             state.code = host.__code__ = source_rewrite.build_code_all(rest) if rest else state.stock
 
-        return Outcome(Status.APPLIED, "", undo, lambda: self.name in state.parts and host.__code__ is state.code)
+        missing = source_rewrite.missing_optional(located.scope_node, self.rewrites)
+        status, detail = (Status.PARTIAL, "not in this source: " + ", ".join(missing)) if missing else (Status.APPLIED, "")
+        return Outcome(status, detail, undo, lambda: self.name in state.parts and host.__code__ is state.code)
 
 
 @dataclasses.dataclass
@@ -173,6 +200,10 @@ class WrapperPatch(Patch):
     """
 
     wrapper: Callable[..., Any] | None = None
+    # The target's leading parameters (after self/cls), in order, that the
+    # wrapper reads or replaces by name or position: checked before wrapping.
+    parameters: tuple[str, ...] = ()
+    verified_by: str = "the target's leading parameters checked by name before wrapping"
 
     def _apply(self, module: types.ModuleType, af3_version: str | None) -> Outcome:
         owner_path, _, attr = self.function.rpartition(".")
@@ -184,6 +215,11 @@ class WrapperPatch(Patch):
                 return Outcome(Status.NOT_NEEDED, f"AF3 {af3_version} has no {self.function}")
             raise source_rewrite.TargetNotFound(f"{module.__name__} has no {self.function}")
         original = vars(owner)[attr]
+        found = leading_parameters(original, is_method=isinstance(owner, type), count=len(self.parameters))
+        if found != self.parameters:
+            raise source_rewrite.SourceMismatch(
+                f"{self.function} takes ({', '.join(found) or 'nothing known'}), the wrapper needs ({', '.join(self.parameters)})"
+            )
         wrapped = wrapt.FunctionWrapper(original, self.wrapper)
         setattr(owner, attr, wrapped)
 
@@ -192,3 +228,17 @@ class WrapperPatch(Patch):
                 setattr(owner, attr, original)
 
         return Outcome(Status.APPLIED, "", undo, lambda: vars(owner).get(attr) is wrapped)
+
+
+def leading_parameters(target: Any, *, is_method: bool, count: int) -> tuple[str, ...]:
+    """The first ``count`` parameter names of ``target`` (a function, a class- or staticmethod), without self/cls."""
+    if not count:
+        return ()
+    function = getattr(target, "__func__", target)
+    try:
+        names = list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return ()
+    if is_method and not isinstance(target, staticmethod) and names and names[0] in ("self", "cls"):
+        names = names[1:]
+    return tuple(names[:count])

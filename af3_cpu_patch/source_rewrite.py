@@ -41,13 +41,16 @@ class Rewrite:
     ``stock`` is the form AF3 ships, ``patched`` the guarded form.  A target
     that already contains ``patched`` (and no ``stock``) is reported as fixed
     upstream.  ``count`` is how many occurrences the stock code has;
-    ``optional`` rewrites may be absent in some versions.
+    ``optional`` rewrites may be absent in some versions.  Optional rewrites
+    with a ``form`` label are one version's way of writing the site: a
+    target needs every rewrite of one form, not of all forms.
     """
 
     stock: str
     patched: str
     count: int = 1
     optional: bool = False
+    form: str = ""
 
     def stock_dump(self) -> str:
         return _node_dump(_parse_fragment(self.stock))
@@ -194,6 +197,21 @@ def classify(scope: ast.AST, rewrites: tuple[Rewrite, ...]) -> str:
     if fixed:
         return "fixed"
     return "mismatch"
+
+
+def missing_optional(scope: ast.AST, rewrites: tuple[Rewrite, ...]) -> list[str]:
+    """Optional rewrites a stock target lacks: each unlabelled one, and the forms if no form is whole."""
+    def present(r: Rewrite) -> bool:
+        return count_matches(scope, r.stock_dump()) > 0
+
+    forms: dict[str, list[Rewrite]] = {}
+    for r in rewrites:
+        if r.optional and r.form:
+            forms.setdefault(r.form, []).append(r)
+    missing = [f"`{r.stock}`" for r in rewrites if r.optional and not r.form and not present(r)]
+    if forms and not any(all(present(r) for r in members) for members in forms.values()):
+        missing.append("a whole form (" + " or ".join(forms) + ")")
+    return missing
 
 
 def describe_mismatch(scope: ast.AST, rewrites: tuple[Rewrite, ...]) -> str:

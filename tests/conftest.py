@@ -1,49 +1,42 @@
-"""Fixtures for the tests that need a real DeepMind AF3 (they skip without one)."""
+"""Fixtures for the tests that need a real DeepMind AF3 (from the test bed; they skip without ../shared/af3).
+
+``af3`` is the test bed's v3.0.4 unless a test asks for other versions with
+``@pytest.mark.parametrize("af3", [...], indirect=True)``.  Tests may add
+rows to the patch-status table printed at the end of the run
+(:func:`record_patch_status`), so CI's log shows every patch on every AF3.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from tests import real_af3
-from tests.real_af3 import subprocess_env
+
+DEFAULT_VERSION = "3.0.4"
+
+_patch_status: dict[str, dict[str, str]] = {}  # AF3 label -> patch -> status
+
+
+def record_patch_status(af3_label: str, statuses: dict[str, str]) -> None:
+    _patch_status.setdefault(af3_label, {}).update(statuses)
 
 
 @pytest.fixture(scope="session")
-def af3():
-    path, info = real_af3.find_af3()
-    root = real_af3.checkout_root(info)
-    if root is None:
-        pytest.skip(f"run_alphafold.py not found for {info.package_dir}: set AF3_SOURCE to the checkout")
-    if info.version == "3.0.0" or not (info.package_dir / "model" / "model.py").is_file():
-        pytest.skip("end-to-end tests need AF3 v3.0.1 or later")
-    return path, info, root
-
-
-def _random_weights(af3, tmp_path_factory, *options) -> str:
-    path, _, root = af3
-    out = tmp_path_factory.mktemp("random_weights") / "w"
-    proc = subprocess.run(
-        [sys.executable, "-m", "af3_cpu_patch", "random-weights", str(out), "--af3-dir", str(root), *options],
-        capture_output=True, text=True, env=subprocess_env(path), timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return str(out)
+def af3(request):
+    return real_af3.get(getattr(request, "param", DEFAULT_VERSION))
 
 
 @pytest.fixture(scope="session")
-def model_dir(af3, tmp_path_factory):
-    return os.environ.get("AF3_MODEL_DIR") or _random_weights(af3, tmp_path_factory)
+def model_dir():
+    return str(real_af3.weights())
 
 
 @pytest.fixture(scope="session")
-def filled_model_dir(af3, tmp_path_factory):
+def filled_model_dir():
     """Random weights in which every layer counts (AF3 zero-initialises its output projections and gates)."""
-    return os.environ.get("AF3_FILLED_MODEL_DIR") or _random_weights(af3, tmp_path_factory, "--fill-zero-init")
+    return str(real_af3.weights(filled=True))
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +46,14 @@ def protein_json(tmp_path_factory):
     return path
 
 
+def pytest_terminal_summary(terminalreporter):
+    if not _patch_status:
+        return
+    labels = list(_patch_status)
+    patches = sorted({p for statuses in _patch_status.values() for p in statuses})
+    width = max(len(p) for p in patches)
+    terminalreporter.section("patch status on real AF3")
+    terminalreporter.write_line(f"{'patch':<{width}}  " + "  ".join(f"{label:<24}" for label in labels))
+    for patch in patches:
+        cells = "  ".join(f"{_patch_status[label].get(patch, '-'):<24}" for label in labels)
+        terminalreporter.write_line(f"{patch:<{width}}  {cells}")

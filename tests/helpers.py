@@ -29,14 +29,17 @@ def standin_checkout_without_output_terms(parent: pathlib.Path) -> pathlib.Path:
     return checkout
 
 
-def run_python(code: str, *, pythonpath: list[os.PathLike | str] = (), env: dict | None = None, timeout: float = 600):
-    """Run ``code``; it prints one JSON object as its last stdout line, which is returned."""
+def run_python(
+    code: str, *, pythonpath: list[os.PathLike | str] = (), env: dict | None = None, timeout: float = 600,
+    python: str = sys.executable,
+):
+    """Run ``code`` in ``python``; it prints one JSON object as its last stdout line, which is returned."""
     full_env = {k: v for k, v in os.environ.items() if k != "AF3_CPU_PATCH"}
     full_env["PYTHONPATH"] = os.pathsep.join([str(p) for p in pythonpath] + [str(ROOT)])
     full_env.setdefault("JAX_PLATFORMS", "cpu")
     full_env.update(env or {})
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [python, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         env=full_env,
@@ -90,7 +93,7 @@ print(json.dumps({"nan": int(np.isnan(pos).sum()), "size": int(pos.size), "repor
 
 def run_sample(
     tmp_path, *, plugin: bool, pythonpath=(STANDIN,), denoiser="scale", config=None, tag="out",
-    snippet=SAMPLE_SNIPPET, env=None,
+    snippet=SAMPLE_SNIPPET, env=None, python=sys.executable,
 ):
     """Run a sampler snippet with or without the plugin; returns its JSON plus the positions."""
     out = tmp_path / f"{tag}.npy"
@@ -101,7 +104,7 @@ def run_sample(
         "OUT": str(out),
         **(env or {}),
     }
-    result = run_python(snippet, pythonpath=list(pythonpath), env=env)
+    result = run_python(snippet, pythonpath=list(pythonpath), env=env, python=python)
     import numpy as np
 
     result["positions"] = np.load(out)

@@ -1,22 +1,22 @@
-"""Finding a real DeepMind AF3 for the integration tests.
+"""Real DeepMind AF3 for the integration tests: the test bed's versions, and inputs for them.
 
-``AF3_SOURCE`` may point at a checkout of DeepMind's repository (its
-``src/alphafold3`` is put on ``PYTHONPATH`` of the test subprocesses; the
-current interpreter must have AF3's dependencies).  Otherwise an importable
-``alphafold3`` is used if it is DeepMind's.  Neither: the tests skip.
-``AF3_REFERENCE_SOURCE`` may point at a second checkout (v3.0.4 or later)
-whose stock ``sample()`` the patched one is compared with, bit for bit.
+Every version comes from :mod:`tests.testbed`, which unpacks the upstream
+archives in ``../shared/af3`` into a cache with one Python 3.12 environment
+per dependency set; each test runs AF3 in a subprocess of that version's
+interpreter.  Without ``../shared/af3`` the tests skip, saying so.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pathlib
 
 import pytest
 
-from af3_cpu_patch import af3_checkout, af3_install
+from af3_cpu_patch import af3_install
+from tests import testbed
 
 
 PROTEIN_SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIE"
@@ -53,55 +53,78 @@ def protein_of_length(residues: int, name: str = "small_protein") -> dict:
     return fold_input
 
 
-def _source_from_env(var: str) -> pathlib.Path | None:
-    value = os.environ.get(var)
-    if not value:
-        return None
-    src = pathlib.Path(value).expanduser().resolve() / "src"
-    if not (src / "alphafold3").is_dir():
-        pytest.fail(f"{var}={value} is not an AF3 checkout (no src/alphafold3 in it)")
-    return src
+@dataclasses.dataclass(frozen=True)
+class AF3:
+    """One real AF3 of the test bed: its interpreter (with that version's dependencies) and its source."""
+
+    name: str  # "3.0.4", "main", ...
+    python: str
+    root: pathlib.Path  # the checkout: run_alphafold.py, src/alphafold3
+    info: af3_install.AF3Install
+
+    @property
+    def path(self) -> list[pathlib.Path]:
+        """PYTHONPATH entries that make this AF3 importable."""
+        return [self.root / "src"]
+
+    def env(self, **extra) -> dict:
+        """Environment for a subprocess of this AF3 with this checkout's plugin (and no user settings)."""
+        return {**subprocess_env(self.path), **{k: str(v) for k, v in extra.items()}}
+
+    def cli(self, *args) -> list[str]:
+        """``af3-cpu ARGS`` in this AF3's interpreter."""
+        return [self.python, "-m", "af3_cpu_patch", *map(str, args)]
 
 
-def find_af3() -> tuple[list[pathlib.Path], af3_install.AF3Install]:
-    """(PYTHONPATH entries, what is there) of an importable AF3, or skip with the reason."""
-    path, info = find_af3_sources()
-    if not info.data_built:
-        pytest.skip(f"AF3 at {info.package_dir} has no chemical components data: run its build_data first")
-    return path, info
+def skip_without_testbed() -> None:
+    reason = testbed.skip_reason()
+    if reason:
+        pytest.skip(reason)
 
 
-def find_af3_sources() -> tuple[list[pathlib.Path], af3_install.AF3Install]:
-    """Like :func:`find_af3`, for tests that only read AF3's source files."""
-    src = _source_from_env("AF3_SOURCE")
-    path = [src] if src is not None else []
-    info = af3_install.inspect_package(src / "alphafold3") if src is not None else af3_install.detect()
-    if not info.found:
-        pytest.skip("no real AlphaFold 3: set AF3_SOURCE to a DeepMind checkout or install it in this environment")
-    if not info.is_deepmind:
-        pytest.skip(f"the importable alphafold3 is not DeepMind's AF3 ({info.package_dir})")
-    return path, info
+def get(version: str, *, data: bool = True) -> AF3:
+    """The test bed's AF3 ``version``, built if missing; skip only where ``../shared/af3`` is absent.
+
+    ``data``: the CCD pickles must be there (every test that imports AF3; a
+    test that only reads source files passes False).
+    """
+    skip_without_testbed()
+    tree = testbed.tree(version)
+    if tree is None or (data and not tree.data_built):
+        testbed.build((version,), weights=False)
+        tree = testbed.tree(version)
+    assert tree is not None, f"the test bed could not build AF3 {version}"
+    return AF3(version, str(tree.python), tree.root, af3_install.inspect_package(tree.src / "alphafold3"))
 
 
-def checkout_root(info: af3_install.AF3Install) -> pathlib.Path | None:
-    """The checkout holding run_alphafold.py: AF3_SOURCE, else next to the package."""
-    if os.environ.get("AF3_SOURCE"):
-        return pathlib.Path(os.environ["AF3_SOURCE"]).expanduser().resolve()
-    return af3_checkout.checkout_of(info)
+def weights(filled: bool = False) -> pathlib.Path:
+    """Random weights of the real shapes (``filled``: zero-initialised layers filled), from the test bed."""
+    skip_without_testbed()
+    path = testbed.model_dir(filled=filled)
+    if path is None:
+        testbed.build(("3.0.4",), weights=True)
+        path = testbed.model_dir(filled=filled)
+    assert path is not None, "the test bed could not write random weights"
+    return path
+
+
+def compilation_cache() -> pathlib.Path:
+    """A JAX compilation cache kept with the test bed: a run whose programs were compiled before loads them.
+
+    For tests whose claims do not concern compilation (a cached program is the
+    compiled one); it keeps CI's real-AF3 runs short once the cache is warm.
+    """
+    return testbed.cache_root() / "jax-cache"
 
 
 def subprocess_env(path: list[pathlib.Path]) -> dict:
     """Environment for a CLI subprocess that sees this AF3 and this checkout's plugin."""
     from tests.helpers import ROOT
 
-    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR")}
+    env = {k: v for k, v in os.environ.items() if k not in ("AF3_CPU_PATCH", "AF3_DIR", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = os.pathsep.join([str(p) for p in path] + [str(ROOT)])
     env["JAX_PLATFORMS"] = "cpu"
     return env
-
-
-def reference_source() -> pathlib.Path | None:
-    return _source_from_env("AF3_REFERENCE_SOURCE")
 
 
 def head_module(info: af3_install.AF3Install) -> str:
@@ -189,9 +212,8 @@ def forward(af3, model_dir, input_json, out: pathlib.Path, variant: str, with_re
 
     from tests.helpers import run_python
 
-    path, _, root = af3
-    env = {"VARIANT": variant, "AF3_ROOT": str(root), "INPUT": str(input_json), "MODEL_DIR": str(model_dir), "OUT": str(out)}
+    env = {"VARIANT": variant, "AF3_ROOT": str(af3.root), "INPUT": str(input_json), "MODEL_DIR": str(model_dir), "OUT": str(out)}
     env.update({k.upper(): str(v) for k, v in settings.items()})
-    result = run_python(FORWARD, pythonpath=path, timeout=3600, env=env)
+    result = run_python(FORWARD, pythonpath=af3.path, python=af3.python, timeout=3600, env=env)
     arrays = dict(np.load(out)) if result["error"] is None else None
     return (result["error"], arrays, result.get("report")) if with_report else (result["error"], arrays)

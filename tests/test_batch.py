@@ -14,6 +14,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -389,3 +390,98 @@ def test_without_dask_a_local_batch_runs_in_this_process(batch_dir):
     assert len(notes) == 1 and "pip install 'af3-cpu-patch[dask]'" in notes[0]
     assert proc.stdout.strip().splitlines()[-1] == "this process (no Dask)"
     assert_all_done(out, expected_tasks(batch_dir))
+
+
+# --- stops and failure classes ---------------------------------------------------------------------------
+
+def _wait_for(proc, pattern_dir: pathlib.Path, pattern: str, timeout: float = 300) -> None:
+    """Wait until ``pattern`` matches under ``pattern_dir`` while ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while not list(pattern_dir.glob(pattern)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"{pattern} never appeared:\n{proc.communicate()[1][-3000:]}")
+        time.sleep(0.1)
+
+
+def test_a_task_stopped_by_sigterm_is_recorded_interrupted_and_a_rerun_finishes_it(batch_dir):
+    out = batch_dir / "out"
+    job0 = batch_dir / "inputs" / "job0.json"  # seeds 1 and 2
+    args = [job0, "--output-dir", out, "--no-run-data-pipeline", "--shard", "0/1"]
+    proc = batch_cli(batch_dir, *args, env={"STANDIN_PREDICT_SECONDS": "600"}, wait=False)
+    _wait_for(proc, out, f"job0/{layout.STAGING_MARK}*/af3/job0/job0_data.json")  # the first task is in inference
+    time.sleep(0.5)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # as SLURM at the walltime, or scancel
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-3000:]
+    assert time.monotonic() - start < 30  # the prediction had 600 s to go
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("af3-cpu: interrupted by SIGTERM; 2 task(s) recorded as interrupted, 0 done in this run"), stderr[-3000:]
+    assert "Traceback" not in stderr
+    summary = json.loads((out / "batch_summary.json").read_text())
+    assert summary["counts"]["interrupted"] == 2 and summary["counts"]["failed"] == 0
+    assert {t["task"]: t["status"] for t in summary["tasks"]} == {"job0/seed-1": "interrupted", "job0/seed-2": "interrupted"}
+    assert not list(out.rglob("*.failed.json")), "an interrupted task was recorded as failed"
+    assert not list(out.glob(f"*/{layout.STAGING_MARK}*")), "the interrupted task's staging folder was left"
+
+    proc = batch_cli(batch_dir, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert_all_done(out, [t for t in expected_tasks(batch_dir) if t.job == "job0"])
+    assert json.loads((out / "batch_summary.json").read_text())["counts"]["done"] == 2
+
+
+def test_a_valueerror_from_inside_inference_is_retried(batch_dir):
+    out = batch_dir / "out"
+    once = batch_dir / "failed-once"
+    proc = batch_cli(batch_dir, batch_dir / "inputs" / "job1.json", "--output-dir", out, "--no-run-data-pipeline",
+                     "--shard", "0/1", "--retries", "1", env={"STANDIN_INFERENCE_ERROR": str(once)})
+    assert proc.returncode == 0, proc.stderr
+    assert "job1/seed-3: attempt 1 failed: ValueError: stand-in inference failed on this try" in proc.stderr
+    assert once.exists()
+    assert_all_done(out, [t for t in expected_tasks(batch_dir) if t.job == "job1"])
+    assert not (out / "job1" / "seed-3.failed.json").exists()
+
+
+def test_an_input_af3s_loader_rejects_is_not_retried(batch_dir):
+    bad = batch_dir / "inputs" / "empty.json"
+    bad.write_text(json.dumps({**fold_input("empty", ["MKT"]), "sequences": []}))  # planned, but AF3's loader refuses it
+    out = batch_dir / "out"
+    proc = batch_cli(batch_dir, bad, "--output-dir", out, "--no-run-data-pipeline", "--shard", "0/1")
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads((out / "empty" / "seed-1.failed.json").read_text())["error"]
+    assert error.startswith(f"AF3 rejected the input {bad}: ") and "'sequences'" in error, error
+    assert "attempt" not in proc.stderr, "a rejected input was retried"
+    assert not loads(batch_dir), "AF3's main() ran on an input its loader rejects"
+
+
+def test_a_task_result_and_its_marker_arrive_by_one_rename(tmp_path, monkeypatch):
+    task = plan.Task("job", 1, "in.json", 0, 10, 16, 1.0, digest="abc")
+    destination = layout.task_dir(tmp_path, task)
+    destination.mkdir(parents=True)
+    (destination / "old.txt").write_text("an unmarked result being redone")
+    source = tmp_path / "staging" / "job"
+    (source / "seed-1_sample-0").mkdir(parents=True)
+    for index in range(10):
+        (source / "seed-1_sample-0" / f"part{index}.txt").write_text(str(index))
+    real_rename, renames = os.rename, []
+
+    def rename(src, dst):
+        src, dst = pathlib.Path(src), pathlib.Path(dst)
+        if dst == destination:
+            assert not destination.exists() and (src / layout.DONE).is_file(), "result and marker must arrive together"
+        real_rename(src, dst)
+        renames.append(dst)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"a task's result must be renamed into place, not copied: {args}")
+
+    monkeypatch.setattr(os, "rename", rename)
+    for name in ("move", "copy", "copy2", "copyfile", "copytree"):
+        monkeypatch.setattr(shutil, name, forbidden)
+    layout.publish(source, destination, {"input_digest": "abc"})
+    assert len(renames) == 2 and renames[-1] == destination  # the old result aside, then the new one in place
+    assert layout.is_done(tmp_path, task)
+    assert sorted(p.name for p in (destination / "seed-1_sample-0").iterdir()) == sorted(f"part{i}.txt" for i in range(10))
+    assert not (destination / "old.txt").exists()
+    assert not list(destination.parent.glob(f"{layout.STAGING_MARK}*")), "the replaced result was left aside"

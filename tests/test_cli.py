@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import pathlib
 import re
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 
-from af3_cpu_patch import af3_checkout, af3_install
+from af3_cpu_patch import af3_checkout, af3_install, cache_dirs
 from af3_cpu_patch.cli import main
 from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT, standin_checkout_without_output_terms
 
@@ -260,12 +261,13 @@ def test_progress_runs_are_compiled_once(workdir):
     env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the stand-in compiles in well under JAX's 1 s
     first = run_cli(base + ["--output-dir", workdir / "first"], env=env)
     assert first.returncode == 0, first.stderr
-    entries = sorted(p.name for p in cache.iterdir())
+    cache_here = cache_dirs.compilation_cache(cache)  # --cache-dir holds this CPU's and jax's subdirectory
+    entries = sorted(p.name for p in cache_here.iterdir())
     sampler = [name for name in entries if name.startswith("jit__lambda")]  # the stand-in's jitted sample()
     assert sampler, entries
     second = run_cli(base + ["--output-dir", workdir / "second"], env=env)
     assert second.returncode == 0, second.stderr
-    assert sorted(p.name for p in cache.iterdir()) == entries  # same keys in a new process: loaded, not compiled
+    assert sorted(p.name for p in cache_here.iterdir()) == entries  # same keys in a new process: loaded, not compiled
     for proc in (first, second):
         finals = [line for line in proc.stderr.splitlines() if "diffusion 200/200" in line]
         assert [line.split(" | ")[0] for line in finals] == ["seed 1", "seed 2"], proc.stderr
@@ -317,7 +319,7 @@ def test_doctor(workdir, ccd_built):
     env = {"PYTHONPATH": os.pathsep.join([str(checkout / "src"), str(ROOT)])}
     proc = run_cli(["doctor", "--model-dir", workdir / "weights", "--db-dir", dbs, "--af3-dir", checkout], env=env)
     out = proc.stdout
-    assert "AlphaFold 3 3.0.2 [alphafold3/version.py]" in out
+    assert "AlphaFold 3 3.0.2 + later commits [alphafold3/version.py; its common/folding_input.py matches no release]" in out
     assert "FMA" in out and "usable cores" in out and "jax " in out
     assert re.search(r"^\s*ok\s+compilation cache\s+.*runs with the progress bar are cached$", out, re.MULTILINE), out
     assert re.search(r"^\s*ok\s+output terms\s+OUTPUT_TERMS_OF_USE.md in the package$", out, re.MULTILINE), out
@@ -349,7 +351,8 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
     settings = _settings(workdir / "a")
     assert settings["buckets"] == predict.CPU_BUCKETS.split(",")
     assert settings["bfloat16"] == ("all" if cpu_info.native_bf16() else "none")
-    assert settings["cache"] == os.path.join(_CACHE_HOME, "af3-cpu", "jax")  # progress on and cached
+    default_cache = cache_dirs.compilation_cache(pathlib.Path(_CACHE_HOME, "af3-cpu", "jax"))  # per CPU and jax version
+    assert settings["cache"] == str(default_cache)  # progress on and cached
     assert settings["cpus"] == cpu_info.usable_cores()
     assert settings["attention"] == "xla_chunked"  # the stand-in offers tokamax's list, as AF3 v3.0.2+
 
@@ -358,7 +361,32 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
                            "--threads", "1", "--quiet", "--cache-dir", cache, "--attention", "xla"])
     assert proc.returncode == 0, proc.stderr
     settings = _settings(workdir / "b")
-    assert settings == {"bfloat16": "all", "buckets": ["256"], "cache": str(cache), "cpus": 1, "attention": "xla"}
+    assert settings == {"bfloat16": "all", "buckets": ["256"], "cache": str(cache / default_cache.name), "cpus": 1, "attention": "xla"}
+
+
+def test_exact_runs_stock_settings_and_only_patches_that_keep_stock_bits(workdir):
+    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
+    from af3_cpu_patch.registry import Numerics
+
+    proc = run_cli(_tiny_predict(workdir) + ["--output-dir", workdir / "a", "--exact"])
+    assert proc.returncode == 0, proc.stderr
+    assert _settings(workdir / "a") | {"cache": None, "cpus": None} == {
+        "bfloat16": "all", "buckets": ["256"], "attention": "xla", "cache": None, "cpus": None}  # AF3's own settings
+    assert "--exact: AF3's own numerics and buckets" in proc.stdout
+    installed = set(json.loads((workdir / "a" / "tiny" / "standin_patches.json").read_text()))
+    changing = {p.name for p in CLI_PATCHES + PROGRESS_PATCHES if p.numerics is Numerics.CHANGES}
+    assert installed and not installed & changing
+    assert {p.name for p in CLI_PATCHES if p.numerics is Numerics.NEEDED} <= installed
+
+    proc = run_cli(_tiny_predict(workdir) + ["--output-dir", workdir / "b", "--exact", "--buckets", "32"])
+    assert proc.returncode == 0, proc.stderr
+    assert _settings(workdir / "b")["buckets"] == ["32"]  # --buckets still counts
+
+    proc = run_cli(_tiny_predict(workdir) + ["--output-dir", workdir / "c", "--exact", "--precision", "f32"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "af3-cpu: error: --exact keeps AF3's own numerics, which --precision f32 would change: drop --exact or the option"]
+    assert not (workdir / "c").exists()
 
 
 def test_attention_on_af3_without_tokamax(workdir):

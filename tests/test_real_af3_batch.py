@@ -10,30 +10,27 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests import real_af3
-from tests.real_af3 import subprocess_env
 from tests.test_real_af3_predict import mmcif_coordinates
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs the [dask] extra (distributed)")
 
 
 def test_batch_of_three_on_a_local_cluster_then_nothing_to_do(af3, model_dir, tmp_path):
-    path, _, root = af3
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for index, length in enumerate((12, 20, 28)):
         fold_input = real_af3.protein_of_length(length, f"protein_{index}")
         (inputs / f"protein_{index}.json").write_text(json.dumps(fold_input))
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "af3_cpu_patch", "batch", str(inputs), "--output-dir", str(out), "--model-dir", model_dir,
-               "--af3-dir", str(root), "--no-run-data-pipeline", "--workers", "1", "--num-recycles", "1",
-               "--num-diffusion-samples", "1", "--cache-dir", str(tmp_path / "cache")]
-    proc = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(path), timeout=5400)
+    command = af3.cli("batch", inputs, "--output-dir", out, "--model-dir", model_dir, "--af3-dir", af3.root,
+                      "--no-run-data-pipeline", "--workers", "1", "--num-recycles", "1", "--num-diffusion-samples", "1",
+                      "--cache-dir", tmp_path / "cache")
+    proc = subprocess.run(command, capture_output=True, text=True, env=af3.env(), timeout=5400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     markers = []
     for index in range(3):
@@ -45,7 +42,7 @@ def test_batch_of_three_on_a_local_cluster_then_nothing_to_do(af3, model_dir, tm
     assert {m["models_built_in_process"] for m in markers} == {1}, "the worker built its model more than once"
     assert len({m["pid"] for m in markers}) == 1
 
-    again = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(path), timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, env=af3.env(), timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads((out / "batch_summary.json").read_text())
     assert summary["counts"]["skipped_done_before"] == 3 and summary["counts"]["done"] == 0

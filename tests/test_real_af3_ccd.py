@@ -11,14 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests import real_af3
 from tests.helpers import run_python
-from tests.real_af3 import subprocess_env
 
 COMPARE = """
 import json, sys
@@ -42,9 +40,8 @@ print(json.dumps({"report": report, "lazy": type(lazy).__name__, "stock": type(s
 
 
 def test_every_component_equals_af3s_own(af3, tmp_path):
-    path, info, _ = af3
-    result = run_python(COMPARE, pythonpath=path, env={"XDG_CACHE_HOME": str(tmp_path)}, timeout=1800)
-    patch = "lazy-ccd" if info.version not in ("3.0.0", "3.0.1") else "lazy-ccd-per-instance"
+    result = run_python(COMPARE, pythonpath=af3.path, python=af3.python, env={"XDG_CACHE_HOME": str(tmp_path)}, timeout=1800)
+    patch = "lazy-ccd" if af3.info.version not in ("3.0.0", "3.0.1") else "lazy-ccd-per-instance"
     assert result["report"][patch] == "applied", result["report"]
     assert (result["lazy"], result["stock"]) == ("LazyCcd", "dict")
     assert result["count"] > 40000 and result["same_order"]
@@ -76,15 +73,12 @@ def test_forward_pass_is_bit_identical_with_the_lazy_ccd(af3, model_dir, tmp_pat
 
 
 def test_predict_finishes_a_complex_with_a_metal_ion(af3, model_dir, tmp_path):
-    path, _, root = af3
     input_json = tmp_path / "ion.json"
     input_json.write_text(json.dumps(ion_complex("ion_complex")))
     proc = subprocess.run(
-        [sys.executable, "-m", "af3_cpu_patch", "predict", str(input_json), "--model-dir", model_dir,
-         "--output-dir", str(tmp_path / "out"), "--no-run-data-pipeline", "--num-recycles", "1",
-         "--num-diffusion-samples", "1", "--af3-dir", str(root), "--no-cache", "--quiet"],
-        capture_output=True, text=True, env={**subprocess_env(path), "XDG_CACHE_HOME": str(tmp_path / "cache")},
-        timeout=3600,
+        af3.cli("predict", input_json, "--model-dir", model_dir, "--output-dir", tmp_path / "out", "--no-run-data-pipeline",
+                "--num-recycles", "1", "--num-diffusion-samples", "1", "--af3-dir", af3.root, "--no-cache", "--quiet"),
+        capture_output=True, text=True, env=af3.env(XDG_CACHE_HOME=tmp_path / "cache"), timeout=3600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     job = tmp_path / "out" / "ion_complex"

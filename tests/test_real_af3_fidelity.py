@@ -51,6 +51,10 @@ BF16_PRODUCTS_TOLERANCE_A = 0.02  # RMSD of the coordinates
 MSA_ROWS_TOLERANCE = 0.05
 
 
+# The trunk's embeddings do not depend on the diffusion head: tests that compare only them run 1 step.
+EMBEDDINGS_ONLY_STEPS = 1
+
+
 def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, attention="xla", residues=None):
     n = residues or len(real_af3.PROTEIN_SEQUENCE)
     if residues:
@@ -58,7 +62,7 @@ def _embeddings(af3, model_dir, protein_json, tmp_path, bucket, precision, atten
         protein_json.write_text(json.dumps(real_af3.protein_of_length(residues)))
     error, arrays = real_af3.forward(
         af3, model_dir, protein_json, tmp_path / f"b{bucket}_{precision}_{attention}.npz", "patched",
-        bucket=bucket, precision=precision, attention=attention, embeddings=1,
+        bucket=bucket, precision=precision, attention=attention, embeddings=1, steps=EMBEDDINGS_ONLY_STEPS,
     )
     if error and "needs AF3 v3.0.2 or later" in error:
         pytest.skip(f"this AF3 has no tokamax attention: {error}")
@@ -143,7 +147,7 @@ def test_msa_cut_to_its_row_bucket_matches_afs_padding(af3, filled_model_dir, tm
     for name, without in (("cut", ""), ("stock", "msa-rows")):
         error, arrays, report = real_af3.forward(
             af3, filled_model_dir, input_json, tmp_path / f"msa_{name}.npz", "patched", with_report=True,
-            bucket=32, precision="bf16", without=without, embeddings=1,
+            bucket=32, precision="bf16", without=without, embeddings=1, steps=EMBEDDINGS_ONLY_STEPS,
         )
         assert error is None, error
         runs[name] = arrays

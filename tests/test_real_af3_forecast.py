@@ -58,8 +58,7 @@ GLYCANS = 1  # AF3 may drop O1 of each standalone glycan: the forecast then coun
 
 
 def test_token_count_matches_af3(af3):
-    path, _, _ = af3
-    result = run_python(COUNT, pythonpath=path, env={"INPUT": json.dumps(MIXED)}, timeout=1200)
+    result = run_python(COUNT, pythonpath=af3.path, python=af3.python, env={"INPUT": json.dumps(MIXED)}, timeout=1200)
     table = {**ccd_sizes.LIGAND_TOKENS, **ccd_sizes.MODIFIED_RESIDUE_TOKENS}
     wrong = {c: (n, result["ccd_counts"][c]) for c, n in table.items() if result["ccd_counts"][c] != n}
     assert set(wrong) == ONE_TOKEN_RESIDUES, wrong

@@ -73,16 +73,10 @@ print(json.dumps({"report": report}))
 """
 
 
-@pytest.fixture(scope="module")
-def af3_path():
-    path, _ = real_af3.find_af3()
-    return path
-
-
-def _run(af3_path, tmp_path, tag, **settings):
+def _run(af3, tmp_path, tag, **settings):
     out = tmp_path / f"{tag}.npy"
     env = {k.upper(): str(v) for k, v in settings.items()} | {"OUT": str(out)}
-    result = run_python(MODULE, pythonpath=af3_path, env=env, timeout=1200)
+    result = run_python(MODULE, pythonpath=af3.path, python=af3.python, env=env, timeout=1200)
     if "skip" in result:
         pytest.skip(result["skip"])
     return result["report"], np.load(out)
@@ -90,18 +84,18 @@ def _run(af3_path, tmp_path, tag, **settings):
 
 @pytest.mark.parametrize("tokens", [128, 256])
 @pytest.mark.parametrize("attention", ["xla", "xla_chunked"])
-def test_cpu_row_blocks_are_bit_identical(af3_path, tmp_path, tokens, attention):
+def test_cpu_row_blocks_are_bit_identical(af3, tmp_path, tokens, attention):
     settings = {"what": "pairformer", "tokens": tokens, "attention": attention}
-    _, stock = _run(af3_path, tmp_path, "af3-blocks", row_blocks="af3", **settings)
-    _, cpu = _run(af3_path, tmp_path, "cpu-blocks", row_blocks="cpu", **settings)
+    _, stock = _run(af3, tmp_path, "af3-blocks", row_blocks="af3", **settings)
+    _, cpu = _run(af3, tmp_path, "cpu-blocks", row_blocks="cpu", **settings)
     assert np.isfinite(stock).all()
     assert np.array_equal(cpu, stock), f"max difference {np.abs(cpu - stock).max()}"
 
 
 @pytest.mark.parametrize("function", ["self_attention", "cross_attention"])
-def test_diffusion_attention_layout_is_bit_identical(af3_path, tmp_path, function):
-    _, stock = _run(af3_path, tmp_path, "stock", what=function, tokens=256, with_plugin=0)
-    report, patched = _run(af3_path, tmp_path, "patched", what=function, tokens=256, with_plugin=1)
+def test_diffusion_attention_layout_is_bit_identical(af3, tmp_path, function):
+    _, stock = _run(af3, tmp_path, "stock", what=function, tokens=256, with_plugin=0)
+    report, patched = _run(af3, tmp_path, "patched", what=function, tokens=256, with_plugin=1)
     expected = "not needed" if layout.not_bit_identical_here() else "applied"
     assert report[PATCH_NAMES[function]] == expected, json.dumps(report)
     assert np.isfinite(stock).all()

@@ -64,8 +64,7 @@ print(json.dumps({
 
 
 def test_weights_load_to_the_same_arrays_without_compiling(af3):
-    path, _, _ = af3
-    result = run_python(COMPARE, pythonpath=path, timeout=600)
+    result = run_python(COMPARE, pythonpath=af3.path, python=af3.python, timeout=600)
     assert result["report"] == {"params-device-put": "applied", "params-read-in-place": "applied"}, result["report"]
     assert result["keys"][0] == result["keys"][1] and len(result["keys"][0]) == 4
     assert result["written"], "stock AF3 did not read back what was written: the test file is wrong"

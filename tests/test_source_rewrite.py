@@ -123,11 +123,11 @@ def test_missing_targets(module):
 def test_patches_of_one_host_and_its_nested_function_stack_and_undo_separately(module):
     # sample() and sample.apply_denoising_step are one host: two patches on it
     # must not drop each other's rewrites, whatever order they come and go in.
-    from af3_cpu_patch.registry import SourcePatch, Status
+    from af3_cpu_patch.registry import Numerics, SourcePatch, Status
 
     def patch(name, function, rewrite):
         return SourcePatch(name=name, why="test", modules=("rewrite_target",), function=function,
-                           rewrites=(rewrite,), versions=("3.0.0", "3.0.4"), requires_globals=())
+                           rewrites=(rewrite,), versions=("3.0.0", "3.0.4"), requires_globals=(), numerics=Numerics.IDENTICAL)
 
     nested = patch("clamp", "outer.inner", CLAMP_OFFSET)
     host = patch("double", "outer", Rewrite("inner(x)", "2 * inner(x)"))

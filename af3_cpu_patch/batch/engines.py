@@ -25,6 +25,9 @@ from af3_cpu_patch.af3_checkout import UsageProblem
 MEMORY_RESOURCE = "af3_memory_gb"  # Dask worker resource: GB a worker can give one task
 PRELOAD = "af3_cpu_patch.batch.preload"
 LOCAL_WORKERS_ENV = "AF3_CPU_LOCAL_WORKERS"
+DEFAULT_WALLTIME = "24:00:00"  # for callers that size no jobs (batch.sizing fills it from the forecasts)
+MEMORY_RETRY_ENV = "AF3_CPU_MEMORY_RETRY"  # set in an array task submitted again after it was killed
+KILLED_STATUS = 137  # bash's status of a child killed by SIGKILL, as the out-of-memory killer kills
 
 
 def have_dask() -> bool:
@@ -44,8 +47,8 @@ class ClusterOptions:
     cluster: str | None = None  # slurm | pbs
     jobs: int = 1
     cores: int | None = None
-    memory: str | None = None  # e.g. "32GB"
-    walltime: str = "24:00:00"
+    memory: str | None = None  # e.g. "32GB"; None: from the memory forecasts (batch.sizing)
+    walltime: str | None = None  # [D-]HH:MM:SS; None: from the time forecasts (batch.sizing)
     queue: str | None = None
     account: str | None = None
     python: str | None = None  # the interpreter on the compute nodes (default: this one)
@@ -114,12 +117,13 @@ def jobqueue_cluster(options: ClusterOptions, scheduler_host: str | None = None)
     import dask_jobqueue
 
     if not options.cores or not options.memory:
-        raise UsageProblem("--cluster needs --cores and --memory per job (e.g. --cores 16 --memory 64GB)")
+        raise UsageProblem("--cluster needs --cores per job (e.g. --cores 16); --memory comes from the forecasts unless given")
     memory_gb = parse_memory_gb(options.memory)
-    lifetime, stagger = worker_lifetime(options.walltime)
+    walltime = options.walltime or DEFAULT_WALLTIME
+    lifetime, stagger = worker_lifetime(walltime)
     kind = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[options.cluster]
     kwargs = dict(
-        cores=options.cores, processes=1, memory=options.memory, walltime=options.walltime, queue=options.queue,
+        cores=options.cores, processes=1, memory=options.memory, walltime=walltime, queue=options.queue,
         account=options.account, python=options.python, job_name="af3-cpu",
         worker_extra_args=["--lifetime", lifetime, "--lifetime-stagger", stagger, "--lifetime-restart",
                            "--resources", f"{MEMORY_RESOURCE}={round(memory_gb * 0.95, 1)}", "--preload", PRELOAD,
@@ -131,20 +135,44 @@ def jobqueue_cluster(options: ClusterOptions, scheduler_host: str | None = None)
     return kind(**{k: v for k, v in kwargs.items() if v is not None}), memory_gb * 0.95
 
 
-def sbatch_script(argv: list[str], shards: int, options: ClusterOptions, log_dir: str) -> str:
-    """A ready ``sbatch --array`` script: each array task runs its ``--shard`` of the same batch."""
+def sbatch_script(argv: list[str], shards: int, options: ClusterOptions, log_dir: str, notes: list[str] = (),
+                  retry_memory: str | None = None) -> str:
+    """A ready ``sbatch --array`` script: each array task runs its ``--shard`` of the same batch.
+
+    ``notes`` become comments (how --time and --mem were chosen).  With
+    ``retry_memory``, an array task whose batch process was killed by SIGKILL
+    (what the out-of-memory killer sends under SLURM's cgroup memory limit)
+    submits itself once more with that much memory: a re-run resumes, so
+    only the killed task and the rest of its shard run again.
+    """
+    walltime = options.walltime or DEFAULT_WALLTIME
     lines = ["#!/bin/bash", "#SBATCH --job-name=af3-cpu", f"#SBATCH --array=0-{shards - 1}",
-             f"#SBATCH --time={options.walltime}", f"#SBATCH --output={log_dir}/af3-cpu-%A_%a.log"]
+             f"#SBATCH --time={walltime}", f"#SBATCH --output={log_dir}/af3-cpu-%A_%a.log"]
     if options.cores:
         lines.append(f"#SBATCH --cpus-per-task={options.cores}")
     if options.memory:
-        lines.append(f"#SBATCH --mem={options.memory.upper().removesuffix('B')}")
+        lines.append(f"#SBATCH --mem={slurm_memory(options.memory)}")
     if options.queue:
         lines.append(f"#SBATCH --partition={options.queue}")
     if options.account:
         lines.append(f"#SBATCH --account={options.account}")
     cut = argv.index("--") if "--" in argv else len(argv)
     command = [shlex.quote(a) for a in argv[:cut]] + [f'--shard "${{SLURM_ARRAY_TASK_ID}}/{shards}"'] + [shlex.quote(a) for a in argv[cut:]]
-    lines += ["", "# Each array task runs its slice of the batch; re-submitting resumes (finished tasks are skipped).",
-              "export JAX_PLATFORMS=cpu", " ".join(command), ""]
-    return "\n".join(lines)
+    lines += [""] + [f"# {note}" for note in notes]
+    if retry_memory:
+        lines += [f"# Killed by SIGKILL (out of memory): submitted once more with --mem={slurm_memory(retry_memory)}; the re-run resumes.",
+                  "retry_if_killed() {",
+                  f'    if [ "$?" -eq {KILLED_STATUS} ] && [ -z "${{{MEMORY_RETRY_ENV}:-}}" ]; then',
+                  f'        sbatch --export=ALL,{MEMORY_RETRY_ENV}=1 --mem={slurm_memory(retry_memory)} '
+                  '--array="${SLURM_ARRAY_TASK_ID}" "$0"',
+                  "    fi",
+                  "}",
+                  "trap retry_if_killed EXIT"]
+    lines += ["# Each array task runs its slice of the batch; re-submitting resumes (finished tasks are skipped).",
+              "export JAX_PLATFORMS=cpu", " ".join(command)]
+    return "\n".join(lines + [""])
+
+
+def slurm_memory(memory: str) -> str:
+    """``--mem`` of a size such as 32GB: SLURM's 32G."""
+    return memory.strip().upper().removesuffix("B")

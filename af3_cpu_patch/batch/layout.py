@@ -1,17 +1,19 @@
 """Where a batch writes, and how a result appears: whole, or not at all.
 
     OUTPUT_DIR/<job>/seed-<S>/          AF3's own output of one seed (published by one rename)
-    OUTPUT_DIR/<job>/seed-<S>/af3_cpu_task.json   done marker (with the input's digest), written last
+    OUTPUT_DIR/<job>/seed-<S>/af3_cpu_task.json   done marker (with the input's digest), arrives with the rename
     OUTPUT_DIR/<job>/seed-<S>.failed.json         the error of a task that failed
     OUTPUT_DIR/<job>/<job>_model.cif, ..._ranking_scores.csv   the merge: best seed, ranking across seeds
     OUTPUT_DIR/.af3-cpu/chains/<key>.json         data-pipeline results per distinct chain
     OUTPUT_DIR/batch_summary.json
 
 A task works in a hidden staging folder next to its destination, holding an
-``flock`` on it while alive; only a finished result is renamed into place,
-and the marker comes after the rename, so "marker present" means done and
-anything else is redone.  Staging folders whose lock is free belong to dead
-tasks and are swept.
+``flock`` on it while alive; a finished result gets its done marker inside
+the staging folder and then reaches its place by one directory rename, so
+"marker present" means done and whole, and anything else is redone.  The
+rename is a critical block (:mod:`af3_cpu_patch.host.stops`): a signal
+waits until it is done.  Staging folders whose lock is free belong to dead
+or interrupted tasks and are swept.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import time
 import uuid
 
 from af3_cpu_patch.batch.plan import ChainData, Task
+from af3_cpu_patch.host import stops
 
 DONE = "af3_cpu_task.json"
 MERGED = "af3_cpu_merged.json"
@@ -64,26 +67,44 @@ def write_json_atomic(path: pathlib.Path, data) -> None:
 
 @contextlib.contextmanager
 def staging(parent: pathlib.Path):
-    """A locked hidden folder in ``parent``; removed on exit whatever happened."""
+    """A locked hidden folder in ``parent``; removed on exit whatever happened (a stop included).
+
+    If a signal has to end the process while AF3 is in native code, the stop
+    watcher removes it too; a folder a SIGKILL leaves keeps no lock and is swept.
+    """
     parent.mkdir(parents=True, exist_ok=True)
     folder = parent / f"{STAGING_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     lock = open(folder / ".lock", "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
     try:
-        yield folder
+        with stops.on_stop(lambda stop: shutil.rmtree(folder, ignore_errors=True)):
+            yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         lock.close()
 
 
 def publish(source: pathlib.Path, destination: pathlib.Path, marker: dict) -> None:
-    """Rename a finished folder into place (replacing an unfinished one), then write the done marker."""
-    (destination.parent / MERGED).unlink(missing_ok=True)  # the job's merge is out of date
-    if destination.exists():
-        shutil.rmtree(destination)  # a result without its marker: the task is being redone
-    os.replace(source, destination)
-    write_json_atomic(destination / DONE, marker)
+    """Put a finished folder in place by one rename, its done marker already inside.
+
+    Why the marker goes in first: the rename then makes result and marker
+    appear together, so a reader never sees a whole result without its
+    marker or a marker beside half a result.  A folder already at
+    ``destination`` (a result being redone: unmarked, or made from another
+    input) is renamed aside first and removed afterwards; a stop or crash
+    in between leaves it as a staging folder for the sweep.
+    """
+    write_json_atomic(source / DONE, marker)
+    aside = None
+    with stops.critical():
+        (destination.parent / MERGED).unlink(missing_ok=True)  # the job's merge is out of date
+        if destination.exists():
+            aside = destination.parent / f"{STAGING_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.rename(destination, aside)
+        os.rename(source, destination)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _age(path: pathlib.Path) -> float:
@@ -158,23 +179,40 @@ def merge(out: pathlib.Path, job: str, tasks: list[Task]) -> dict | None:
             score = float(row[2])
             if best is None or score > best[0]:
                 best = (score, seed_dir, row)
-    copied = []
-    if best is not None:
-        for item in sorted(best[1].iterdir()):
-            if item.is_file() and item.name not in (DONE, csv_name):
-                tmp = job_dir / f"{STAGING_MARK}{uuid.uuid4().hex}"
-                shutil.copyfile(item, tmp)
-                os.replace(tmp, job_dir / item.name)
-                copied.append(item.name)
-    if csv_name:
-        tmp = job_dir / f"{STAGING_MARK}{uuid.uuid4().hex}.csv"
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["seed", "sample", "ranking_score"])
-            writer.writerows(rows)
-        os.replace(tmp, job_dir / csv_name)
-    record = {"job": job, "seeds": [t.seed for t in tasks],
-              "best": {"seed": int(best[2][0]), "sample": int(best[2][1]), "ranking_score": best[0]} if best else None,
-              "top_level_files": copied}
-    write_json_atomic(job_dir / MERGED, record)
+    # Everything is made under hidden names first; the renames into place then run as one critical block, the
+    # merge record last, so a stop leaves either the whole merge or an out-of-date one that the next run redoes.
+    ready: list[tuple[pathlib.Path, str]] = []
+    try:
+        if best is not None:
+            for item in sorted(best[1].iterdir()):
+                if item.is_file() and item.name not in (DONE, csv_name):
+                    ready.append((_link_or_copy(item, job_dir / f"{STAGING_MARK}{uuid.uuid4().hex}"), item.name))
+        if csv_name:
+            tmp = job_dir / f"{STAGING_MARK}{uuid.uuid4().hex}.csv"
+            with tmp.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["seed", "sample", "ranking_score"])
+                writer.writerows(rows)
+            ready.append((tmp, csv_name))
+        record = {"job": job, "seeds": [t.seed for t in tasks],
+                  "best": {"seed": int(best[2][0]), "sample": int(best[2][1]), "ranking_score": best[0]} if best else None,
+                  "top_level_files": [name for _, name in ready if name != csv_name]}
+        tmp = job_dir / f"{STAGING_MARK}{uuid.uuid4().hex}.json"
+        tmp.write_text(json.dumps(record, indent=1))
+        ready.append((tmp, MERGED))
+        with stops.critical():
+            for tmp, name in ready:
+                os.replace(tmp, job_dir / name)
+    finally:
+        for tmp, _ in ready:
+            tmp.unlink(missing_ok=True)  # left only if the renames did not happen
     return record
+
+
+def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> pathlib.Path:
+    """A hard link (instant, no second copy of big files such as AF3's confidences), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(source, target)
+    return target

@@ -19,7 +19,7 @@ class Progress:
 
     def __init__(self, total: int, interval: float = 30.0, running=None, where: str = ""):
         self.total, self.interval, self._running, self.where = total, interval, running, where
-        self.done = self.failed = self.skipped = 0
+        self.done = self.failed = self.skipped = self.interrupted = 0
         self.results: list[dict] = []
         self.start = time.monotonic()
         self._stop = threading.Event()
@@ -48,6 +48,9 @@ class Progress:
         if result["status"] == "failed":
             self.failed += 1
             self.say(f"{result['task']} failed: {result.get('error', '')}")
+        elif result["status"] == "interrupted":  # cut short by a stop; the stop's own line says so once
+            self.interrupted += 1
+            return
         elif result.get("skipped"):
             self.skipped += 1
             return  # the start line already said how many were done before
@@ -84,7 +87,7 @@ def write_summary(out, progress: Progress, engine: str, rejected: dict[str, str]
         "engine": engine,
         "elapsed_s": round(time.monotonic() - progress.start, 1),
         "counts": {"tasks": progress.total, "done": progress.done, "skipped_done_before": progress.skipped,
-                   "failed": progress.failed, "rejected_inputs": len(rejected)},
+                   "failed": progress.failed, "interrupted": progress.interrupted, "rejected_inputs": len(rejected)},
         "tasks": sorted(progress.results, key=lambda r: r["task"]),
         "rejected_inputs": rejected,
         "merged_jobs": merged,

@@ -11,6 +11,7 @@ import uuid
 from af3_cpu_patch import memory_forecast
 from af3_cpu_patch.af3_checkout import UsageProblem
 from af3_cpu_patch.batch import engines, layout, plan, report, worker
+from af3_cpu_patch.host import stops
 
 
 @dataclasses.dataclass
@@ -44,12 +45,17 @@ class Batch:
         self.request = request
         self.out = request.settings.output_dir
         files = plan.input_files(request.inputs)
-        self.plan = plan.make_plan(files, request.settings.buckets, request.run_data_pipeline)
+        buckets = worker.predict.effective_buckets(request.settings.buckets, request.settings.exact)
+        self.plan = plan.make_plan(files, buckets, request.run_data_pipeline)
         self.by_job: dict[str, list[plan.Task]] = collections.defaultdict(list)
         for task in self.plan.tasks:
             self.by_job[task.job].append(task)
         self.merged: list[str] = []
         self.last_error = ""
+        # What a stop needs to record: the run's progress, the tasks it set out to run, the engine.
+        self.progress: report.Progress | None = None
+        self.todo: list[plan.Task] = []
+        self.engine = "not started"
 
     # -- what is left -------------------------------------------------------
     def chains_todo(self, tasks: list[plan.Task]) -> list[plan.ChainData]:
@@ -103,6 +109,7 @@ class Batch:
         with report.Progress(len(done) + len(todo), self.request.interval,
                              where=f"shard {index}/{count}: {len(todo)} task(s) and {len(chains)} data-pipeline chain(s) to run, "
                                    f"{len(done)} task(s) done before") as progress:
+            self.progress, self.todo = progress, todo
             for task in done:
                 progress.record({"task": task.key, "status": "done", "skipped": True})
                 self.maybe_merge(task.job)
@@ -121,10 +128,41 @@ class Batch:
                 return call(item, self.request.settings)
             except UsageProblem:
                 raise
+            except worker.InputFailure as exc:  # fails the same way on every try
+                self.last_error = str(exc)
+                progress.say(f"{what}: {self.last_error}")
+                return None
             except Exception as exc:  # noqa: BLE001 - recorded, and the batch goes on
+                stop = stops.as_stop(exc)  # a stop that came wrapped (JAX wraps exceptions of host callbacks)
+                if stop is not None:
+                    raise stop from exc
                 self.last_error = self.error_text(exc)
                 progress.say(f"{what}: attempt {attempt + 1} failed: {self.last_error}")
         return None
+
+    def interrupted(self, stop: stops.Stopped) -> str:
+        """Record the tasks a stop cut short as interrupted, write the summary; returns the stop's note.
+
+        Interrupted, not failed: nothing is wrong with them, their staging
+        folders are removed (or swept by the next run), no ``.failed.json``
+        is written, and the next run of the same command does them.
+        """
+        progress = self.progress
+        if progress is None:
+            return "no task had started: run the same command again"
+        recorded = {r["task"] for r in progress.results}
+        cut = 0
+        for task in self.todo:
+            if task.key in recorded:
+                continue
+            if layout.is_done(self.out, task):  # published just before the stop
+                progress.record({"task": task.key, "status": "done"})
+            else:
+                progress.record({"task": task.key, "status": "interrupted", "error": f"interrupted by {stop.name}"})
+                cut += 1
+        report.write_summary(self.out, progress, self.engine, self.plan.rejected, self.merged)
+        return (f"{cut} task(s) recorded as interrupted, {progress.done} done in this run: run the same command again "
+                f"to finish the batch (summary: {self.out / 'batch_summary.json'})")
 
     def run_dask(self, client, capacity_gb: float | None, where: str) -> report.Progress:
         from distributed import as_completed
@@ -154,6 +192,7 @@ class Batch:
         total = len(done) + len(todo)
         where += f": {len(todo)} task(s) and {len(chains)} data-pipeline chain(s) to run, {len(done)} task(s) done before"
         with report.Progress(total, self.request.interval, running=running, where=where) as progress:
+            self.progress, self.todo = progress, todo
             for task in done:
                 progress.record({"task": task.key, "status": "done", "skipped": True})
                 self.maybe_merge(task.job)
@@ -204,28 +243,48 @@ def run(request: Request) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for file, why in batch.plan.rejected.items():
         report.Progress.say(f"skipping input {file}: {why}")
+    try:
+        # From here on SIGTERM/SIGINT/SIGHUP stop the batch cleanly: the running task's staging folder is removed,
+        # unfinished tasks are recorded as interrupted, and the exit code is 128 + signal (host.stops).
+        with stops.guard(), stops.on_stop(batch.interrupted):
+            progress = _run_engine(request, batch)
+    except stops.Stopped as stop:
+        stop.note = batch.interrupted(stop)
+        raise
+    layout.sweep(out)  # what tasks of dead workers left during this run
+    summary = report.write_summary(out, progress, batch.engine, batch.plan.rejected, batch.merged)
+    print(report.table(progress.results))
+    counts = summary["counts"]
+    print(f"{counts['done']} run, {counts['skipped_done_before']} done before, {counts['failed']} failed, "
+          f"{counts['rejected_inputs']} input file(s) rejected; summary: {out / 'batch_summary.json'}")
+    return summary
+
+
+def _run_engine(request: Request, batch: Batch) -> report.Progress:
+    """Sweep what dead tasks left, then run what is left on the engine the request asks for."""
+    out = request.settings.output_dir
     swept = layout.sweep(out)
     if swept:
         report.Progress.say(f"removed {swept} unfinished temporary folder(s) of an earlier run")
     chains = batch.chains_todo(batch.plan.tasks)
     _, todo = batch.tasks_todo(batch.plan.tasks)
     if request.shard:
-        engine = f"shard {request.shard[0]}/{request.shard[1]}"
+        batch.engine = f"shard {request.shard[0]}/{request.shard[1]}"
         progress = batch.run_shard(*request.shard)
     elif not chains and not todo:
-        engine = "none (nothing left to do)"
+        batch.engine = "none (nothing left to do)"
         progress = batch.run_shard(0, 1)
     elif not (request.scheduler or request.scheduler_file or request.cluster.cluster) and not engines.have_dask():
         report.Progress.say("Dask is not installed (pip install 'af3-cpu-patch[dask]'): running the tasks one by one in this process")
-        engine = "this process (no Dask)"
+        batch.engine = "this process (no Dask)"
         progress = batch.run_shard(0, 1)
     else:
         if not engines.have_dask():
             raise UsageProblem("--scheduler, --scheduler-file and --cluster need Dask: pip install 'af3-cpu-patch[dask]'")
-        client, closers, capacity, engine = _client_for(request, batch)
+        client, closers, capacity, batch.engine = _client_for(request, batch)
         try:
             dashboard = getattr(client, "dashboard_link", None) if engines.have_dashboard() else None
-            where = engine + (f"; dashboard {dashboard}" if dashboard and request.scheduler is None else "")
+            where = batch.engine + (f"; dashboard {dashboard}" if dashboard and request.scheduler is None else "")
             progress = batch.run_dask(client, capacity, where)
         finally:
             for closer in closers:
@@ -233,10 +292,4 @@ def run(request: Request) -> dict:
                     closer.close()
                 except Exception:  # noqa: BLE001 - closing is best effort
                     traceback.print_exc()
-    layout.sweep(out)  # what tasks of dead workers left during this run
-    summary = report.write_summary(out, progress, engine, batch.plan.rejected, batch.merged)
-    print(report.table(progress.results))
-    counts = summary["counts"]
-    print(f"{counts['done']} run, {counts['skipped_done_before']} done before, {counts['failed']} failed, "
-          f"{counts['rejected_inputs']} input file(s) rejected; summary: {out / 'batch_summary.json'}")
-    return summary
+    return progress

@@ -24,7 +24,32 @@ from af3_cpu_patch.result_check import NonFiniteResult
 
 
 class InputFailure(Exception):
-    """A task that fails the same way every time (AF3 rejected the input, non-finite result): not retried."""
+    """A task that would fail the same way on every try: not retried.
+
+    AF3's input loader rejected its input, its result is not finite, or a
+    setting this AF3 cannot run.  Nothing else is one: an exception from
+    inside AF3's ``main()`` is retried whatever its type (see ``af3_rejection``).
+    """
+
+
+def af3_rejection(input_path: pathlib.Path) -> str | None:
+    """What AF3's own input loader says against an input JSON (first line), or None if it reads it.
+
+    Why by where and not by type: AF3 validates an input when its loader
+    (``folding_input``) parses it, raising ValueError, KeyError, TypeError...;
+    but a ValueError from inside ``main()`` -- featurisation, inference, a
+    writer -- can as well be one a retry fixes.  So an input is "rejected"
+    only when the loader fails on it, before AF3 runs.
+    """
+    from alphafold3.common import folding_input
+
+    try:
+        for _ in folding_input.load_fold_inputs_from_path(input_path):
+            pass
+    except Exception as exc:  # noqa: BLE001 - every exception of the loader means the same: a bad input
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +69,14 @@ class Settings:
     threads: int | None = None
     cache_dir: pathlib.Path | None = predict.DEFAULT_CACHE
     extra: tuple[str, ...] = ()
+    exact: bool = False
 
     def options(self, input_path: pathlib.Path, output_dir: pathlib.Path, data_pipeline: bool) -> predict.PredictOptions:
         return predict.PredictOptions(
             input=input_path, model_dir=self.model_dir, output_dir=output_dir, db_dir=self.db_dir, af3_dir=self.af3_dir,
             run_data_pipeline=data_pipeline, num_recycles=self.num_recycles, num_diffusion_samples=self.num_diffusion_samples,
             buckets=self.buckets, extra=self.extra, quiet=True, threads=self.threads, precision=self.precision, diffusion_precision=self.diffusion_precision, attention=self.attention,
-            cache_dir=self.cache_dir,
+            cache_dir=self.cache_dir, exact=self.exact,
         )
 
 
@@ -59,21 +85,26 @@ class Session:
 
     def __init__(self, settings: Settings):
         from af3_cpu_patch import af3_checkout
-        from af3_cpu_patch.patches import BATCH_PATCHES
+        from af3_cpu_patch.patches import BATCH_PATCHES, exact
 
         self.settings = settings
         self.checkout = af3_checkout.find_checkout(settings.af3_dir)
         predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
         predict.check_output_terms(self.checkout)
         _, self.run_alphafold = cpu_runtime.start_af3(
-            self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention,
-            settings.diffusion_precision,
+            self.checkout.root, settings.threads, settings.precision,
+            exact(BATCH_PATCHES) if settings.exact else BATCH_PATCHES, settings.attention,
+            settings.diffusion_precision, exact=settings.exact,
         )
 
-    def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool) -> pathlib.Path:
-        """AF3's ``main()`` on one input JSON; returns the folder AF3 wrote."""
+    def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool, source: str = "") -> pathlib.Path:
+        """AF3's ``main()`` on one input JSON (from the file ``source``); returns the folder AF3 wrote."""
         input_path = workdir / "input.json"
         input_path.write_text(json.dumps(input_json))
+        rejection = af3_rejection(input_path)
+        if rejection is not None:
+            where = f" {source}" if source else ""
+            raise InputFailure(f"AF3 rejected the input{where}: {rejection}: fix it (see AF3's docs/input.md)")
         af3_out = workdir / "af3"
         options = self.settings.options(input_path, af3_out, data_pipeline)
         argv = predict.af3_flags(options, self.checkout, af3_out)
@@ -85,8 +116,6 @@ class Session:
                 self.run_alphafold.main(argv)
         except (NonFiniteResult, UsageProblem) as exc:
             raise InputFailure(str(exc)) from None
-        except ValueError as exc:  # AF3's way of rejecting an input (bad sequence, unknown CCD code, ...)
-            raise InputFailure(f"AF3 rejected the input: {exc}") from None
         written = [p for p in af3_out.iterdir() if p.is_dir()]
         if len(written) != 1:
             raise RuntimeError(f"expected one AF3 output folder in {af3_out}, found {len(written)}")
@@ -141,7 +170,9 @@ def run_task(task: plan.Task, settings: Settings, *chain_results) -> dict:
 
     ``chain_results`` are the data tasks this one waited for (Dask passes
     their results).  Input failures are returned, not raised, so they are not
-    retried; anything else raises and the engine retries it.
+    retried; anything else raises and the engine retries it.  A stop by
+    signal raises ``stops.Stopped`` after removing the staging folder; the
+    runner records the task as interrupted.
     """
     started = time.monotonic()
     out = settings.output_dir
@@ -155,7 +186,7 @@ def run_task(task: plan.Task, settings: Settings, *chain_results) -> dict:
             raise InputFailure(f"no data-pipeline result for {len(missing)} chain(s): run the data stage first "
                                "(--stage data or all), or give MSAs in the input")
         with layout.staging(out / task.job) as folder:
-            written = work.run_main(plan.task_input(task, chain_data), folder, data_pipeline=False, inference=True)
+            written = work.run_main(plan.task_input(task, chain_data), folder, data_pipeline=False, inference=True, source=task.source)
             layout.publish(written, layout.task_dir(out, task), _marker(started, task=task.key, bucket=task.bucket,
                                                                              input_digest=task.digest))
     except InputFailure as exc:

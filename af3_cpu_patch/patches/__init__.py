@@ -6,12 +6,19 @@ bit-identical layout rewrites and import fixes, safe in any script.
 ``run_alphafold.main()`` on the CPU device, and result checks around its
 inference; ``PROGRESS_PATCHES`` its live progress
 (left out with ``--quiet``); ``BATCH_PATCHES`` what a batch worker adds:
-one kept model across ``main()`` calls.
+one kept model across ``main()`` calls.  :func:`exact` keeps what
+``--exact`` runs: the patches a CPU needs and those that keep stock's bits.
 """
 
 from af3_cpu_patch.patches import layout, loops, numerics, runtime, trunk_products
+from af3_cpu_patch.registry import Numerics, Patch
 
 ALL_PATCHES = numerics.PATCHES + layout.PATCHES + runtime.DEFAULT
 CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY + loops.PATCHES + layout.LOGITS_PATCHES + trunk_products.PATCHES
 PROGRESS_PATCHES = runtime.PROGRESS
 BATCH_PATCHES = CLI_PATCHES + (runtime.KEEP_MODEL,)
+
+
+def exact(patches: tuple[Patch, ...]) -> tuple[Patch, ...]:
+    """``patches`` without those that change AF3's numbers (``--exact``)."""
+    return tuple(p for p in patches if p.numerics is not Numerics.CHANGES)

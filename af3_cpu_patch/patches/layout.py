@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Callable
 
 from af3_cpu_patch import cpu_info, diffusion_precision
-from af3_cpu_patch.registry import SourcePatch
+from af3_cpu_patch.patches import differences
+from af3_cpu_patch.registry import Numerics, SourcePatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
 DIFFUSION_TRANSFORMER = (
@@ -75,6 +76,7 @@ def _heads_first_patch(
 SELF_ATTENTION_LAYOUT, CROSS_ATTENTION_LAYOUT = (
     _heads_first_patch(
         function, "layout", "weighted sum of values", HEADS_FIRST_WEIGHTED_SUM, not_bit_identical_here,
+        numerics=Numerics.IDENTICAL,
         verified_by="exact AST match of the stock einsum; bit-identity checked by the test suite",
     )
     for function in BLOCKS
@@ -105,6 +107,9 @@ def only_with_the_bf16_pass() -> str | None:
 
 # CLI only, with the bf16 pass (see only_with_the_bf16_pass).
 LOGITS_PATCHES = tuple(
-    _heads_first_patch(function, "logits-layout", "product of q and k", HEADS_FIRST_LOGITS, only_with_the_bf16_pass)
+    _heads_first_patch(
+        function, "logits-layout", "product of q and k", HEADS_FIRST_LOGITS, only_with_the_bf16_pass,
+        numerics=Numerics.CHANGES, difference=differences.LOGITS_LAYOUT,
+    )
     for function in BLOCKS
 )

@@ -26,9 +26,10 @@ part of ``import af3_cpu_patch``.
 
 from __future__ import annotations
 
+from af3_cpu_patch.patches import differences
 from af3_cpu_patch.patches.layout import DIFFUSION_TRANSFORMER
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
-from af3_cpu_patch.registry import SourcePatch
+from af3_cpu_patch.registry import Numerics, SourcePatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
 DIFFUSION_STEPS_ROLLED = SourcePatch(
@@ -46,6 +47,8 @@ DIFFUSION_STEPS_ROLLED = SourcePatch(
         ),
     ),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.SPEED,
     requires_globals=(),  # the exact AST match is the check
 )
 
@@ -69,6 +72,8 @@ DIFFUSION_LAYERS_UNROLLED = SourcePatch(
         ),
     ),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.SPEED,
     requires_globals=(),  # the exact AST match is the check
 )
 

@@ -12,7 +12,7 @@ already divides by ``maximum(1e-10, norm)``).
 
 from __future__ import annotations
 
-from af3_cpu_patch.registry import SourcePatch
+from af3_cpu_patch.registry import Numerics, SourcePatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
 DIFFUSION_HEAD = (
@@ -46,6 +46,7 @@ DENOISING_STEP_SQRT = SourcePatch(
     function="sample.apply_denoising_step",
     rewrites=(clamp_sqrt("t_hat**2 - noise_level_prev**2"),),
     versions=("3.0.0", "3.0.3"),
+    numerics=Numerics.NEEDED,
     fixed_upstream_in="3.0.4",
 )
 
@@ -60,6 +61,7 @@ DIFFUSION_SCALING_SQRT = SourcePatch(
     function="DiffusionHead.__call__",
     rewrites=(clamp_sqrt("noise_level**2 + SIGMA_DATA**2", count=2),),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
 )
 
 NOISE_EMBEDDING_LOG = SourcePatch(
@@ -69,6 +71,7 @@ NOISE_EMBEDDING_LOG = SourcePatch(
     function="noise_embeddings",
     rewrites=(clamp_log("sigma_scaled_noise_level"),),
     versions=("3.0.2", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
 )
 
 NOISE_EMBEDDING_LOG_INLINE = SourcePatch(
@@ -78,6 +81,7 @@ NOISE_EMBEDDING_LOG_INLINE = SourcePatch(
     function="DiffusionHead._conditioning",
     rewrites=(clamp_log("noise_level / SIGMA_DATA"),),
     versions=("3.0.0", "3.0.1"),
+    numerics=Numerics.IDENTICAL,
 )
 
 PATCHES = (DENOISING_STEP_SQRT, DIFFUSION_SCALING_SQRT, NOISE_EMBEDDING_LOG, NOISE_EMBEDDING_LOG_INLINE)

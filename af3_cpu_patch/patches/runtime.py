@@ -25,10 +25,11 @@ from af3_cpu_patch import (
     result_check,
     shared_noise_level,
 )
+from af3_cpu_patch.patches import differences
 from af3_cpu_patch.patches.layout import DIFFUSION_TRANSFORMER
 from af3_cpu_patch.patches.numerics import DIFFUSION_HEAD
 from af3_cpu_patch.patches.trunk_products import glu_call_rewrites
-from af3_cpu_patch.registry import Outcome, Patch, SourcePatch, Status, WrapperPatch
+from af3_cpu_patch.registry import Numerics, Outcome, Patch, SourcePatch, Status, WrapperPatch
 from af3_cpu_patch.source_rewrite import Rewrite
 
 RUN_ALPHAFOLD = ("run_alphafold",)
@@ -46,6 +47,7 @@ CPU_DEVICE = SourcePatch(
         Rewrite("devices = jax.local_devices(backend='gpu')", "devices = jax.local_devices(backend='cpu')"),
     ),
     versions=("3.0.0", "3.0.3"),
+    numerics=Numerics.NEEDED,
     requires_globals=(("jax", "jax"),),
 )
 
@@ -58,6 +60,7 @@ CHECK_INFERENCE = WrapperPatch(
     modules=RUN_ALPHAFOLD,
     function="ModelRunner.run_inference",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
     wrapper=result_check.check_inference_wrapper,
 )
 
@@ -67,6 +70,7 @@ CHECK_EXTRACTED = WrapperPatch(
     modules=RUN_ALPHAFOLD,
     function="ModelRunner.extract_inference_results",
     versions=("3.0.2", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
     wrapper=result_check.check_extracted_wrapper,
 )
 
@@ -158,6 +162,7 @@ JAX_TRITON_FALLBACK = ImportFallback(
     modules=("jax_triton",),
     function="<module>",
     versions=("3.0.0", "3.0.1"),
+    numerics=Numerics.NEEDED,
     hint="Triton attention needs a GPU: on a CPU use --flash_attention_implementation=xla (af3-cpu does).",
 )
 
@@ -167,6 +172,8 @@ PROGRESS_SEED = WrapperPatch(
     modules=RUN_ALPHAFOLD,
     function="ModelRunner.run_inference",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
+    parameters=("featurised_example", "rng_key"),
     wrapper=progress.seed_wrapper,
 )
 
@@ -176,6 +183,7 @@ PROGRESS_TRUNK = WrapperPatch(
     modules=("alphafold3.model.network.evoformer", "alphafold3.model.diffusion.model"),
     function="Evoformer.__call__",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
     wrapper=progress.trunk_wrapper,
 )
 
@@ -185,6 +193,8 @@ PROGRESS_DIFFUSION = WrapperPatch(
     modules=DIFFUSION_HEAD,
     function="sample",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
+    parameters=("denoising_step", "batch", "key", "config"),
     wrapper=progress.sample_wrapper,
 )
 
@@ -198,6 +208,8 @@ PRECISION_POLICY = WrapperPatch(
     modules=RUN_ALPHAFOLD,
     function="make_model_config",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.PRECISION_POLICY,
     wrapper=cpu_runtime.model_config_wrapper,
 )
 
@@ -210,6 +222,8 @@ ATOM_SLOTS = WrapperPatch(
     modules=("alphafold3.model.features",),
     function="AtomCrossAtt.compute_features",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
+    parameters=("all_token_atoms_layout", "queries_subset_size", "keys_subset_size", "padding_shapes"),
     wrapper=atom_slots.compute_features_wrapper,
 )
 
@@ -223,6 +237,8 @@ DIFFUSION_BF16_PASS_SCOPE = WrapperPatch(
     modules=DIFFUSION_HEAD,
     function="DiffusionHead.__call__",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.DIFFUSION_BF16,
     wrapper=diffusion_precision.diffusion_head_wrapper,
 )
 
@@ -242,6 +258,8 @@ DIFFUSION_BF16_PASS_LINEAR = SourcePatch(
         ),
     ),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.DIFFUSION_BF16,
 )
 
 _GLU = "__import__('af3_cpu_patch.diffusion_precision', fromlist=['gated_linear_unit']).gated_linear_unit"
@@ -257,6 +275,8 @@ DIFFUSION_BF16_PASS_GLU = SourcePatch(
     function="transition_block",
     rewrites=glu_call_rewrites("x", "jax.nn.swish", _GLU),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.DIFFUSION_BF16,
 )
 
 SHARED_NOISE_LEVEL = WrapperPatch(
@@ -269,6 +289,9 @@ SHARED_NOISE_LEVEL = WrapperPatch(
     modules=DIFFUSION_HEAD,
     function="sample",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.SPEED,
+    parameters=("denoising_step",),
     wrapper=shared_noise_level.sample_wrapper,
 )
 
@@ -284,6 +307,8 @@ MSA_ROWS = WrapperPatch(
     modules=("alphafold3.model.features",),
     function="MSA.compute_features",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.MSA_ROWS,
     wrapper=msa_rows.compute_features_wrapper,
 )
 
@@ -299,6 +324,8 @@ MSA_ROWS_EVOFORMER = SourcePatch(
         ),
     ),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.CHANGES,
+    difference=differences.MSA_ROWS,
     requires_globals=(),  # the exact AST match is the check
 )
 
@@ -314,6 +341,8 @@ LAZY_CCD = WrapperPatch(
     modules=CHEMICAL_COMPONENTS,
     function="_load_ccd_pickle_cached",
     versions=("3.0.2", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
+    parameters=("path",),
     wrapper=lazy_ccd.load_cached_wrapper,
 )
 
@@ -329,6 +358,7 @@ LAZY_CCD_FRESH = SourcePatch(
         ),
     ),
     versions=("3.0.0", "3.0.1"),
+    numerics=Numerics.IDENTICAL,
     requires_globals=(("pickle", "pickle"),),
 )
 
@@ -345,6 +375,7 @@ PARAMS_DEVICE_PUT = SourcePatch(
     function="get_model_haiku_params",
     rewrites=(Rewrite("jnp.array(arr)", "__import__('jax').device_put(arr)"),),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
 )
 
 PARAMS_READ_IN_PLACE = SourcePatch(
@@ -362,6 +393,7 @@ PARAMS_READ_IN_PLACE = SourcePatch(
         ),
     ),
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
     requires_globals=(("np", "numpy"),),
 )
 
@@ -374,6 +406,7 @@ KEEP_MODEL = WrapperPatch(
     modules=RUN_ALPHAFOLD,
     function="ModelRunner",
     versions=("3.0.0", "3.0.4"),
+    numerics=Numerics.IDENTICAL,
     wrapper=model_reuse.keep_model_wrapper,
 )
 

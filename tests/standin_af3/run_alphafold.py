@@ -13,14 +13,26 @@ that fills MSAs of chains without them (``--run_data_pipeline``, logged to
 ``STANDIN_DATA_LOG``) and writes ``<name>_data.json``; ``--run_inference``;
 a ranking CSV and the top sample at the job's top level; a model whose
 construction is slow (``STANDIN_LOAD_SECONDS``) and logged per process
-(``STANDIN_LOAD_LOG``); a slow prediction (``STANDIN_PREDICT_SECONDS``); and
-inputs named ``fail*`` are rejected with a ValueError, as AF3 rejects bad input.
+(``STANDIN_LOAD_LOG``); a slow prediction (``STANDIN_PREDICT_SECONDS``); a
+prediction that needs more memory than its SLURM job has
+(``STANDIN_NEEDS_SLURM_MEM_MB``: below it the process SIGKILLs itself, as
+the out-of-memory killer would); and inputs named ``fail*`` are rejected
+with a ValueError by the input loader (``folding_input``), where AF3 rejects
+bad input.
+
+For the stop tests: ``STANDIN_PREDICT_NATIVE=1`` spends the slow prediction
+in native code that does not return to Python (as an XLA computation whose
+result is being read), so Python signal handlers wait for it; and
+``STANDIN_INFERENCE_ERROR=<file>`` makes inference raise a ValueError once:
+on the try that finds no ``<file>`` (it creates it).
 """
 
 import dataclasses
 import json
 import os
 import pathlib
+import signal
+import sys
 import time
 import types
 
@@ -28,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from alphafold3.common import folding_input
 from alphafold3.model.network import diffusion_head, modules  # noqa: F401 - AF3 imports it too
 
 _JSON_PATH = flags.DEFINE_string("json_path", None, "Input JSON file.")
@@ -76,9 +89,19 @@ class ModelRunner:
         self._device = device
         self._num_samples = num_samples
 
-    def run_inference(self, example, rng_key):
-        time.sleep(float(os.environ.get("STANDIN_PREDICT_SECONDS", "0")))
-        mask = jnp.ones((example["num_tokens"], 4))
+    def run_inference(self, featurised_example, rng_key):
+        if os.environ.get("STANDIN_PREDICT_NATIVE") == "1":
+            _native_wait(float(os.environ.get("STANDIN_PREDICT_SECONDS", "0")))
+        else:
+            time.sleep(float(os.environ.get("STANDIN_PREDICT_SECONDS", "0")))
+        once = os.environ.get("STANDIN_INFERENCE_ERROR")
+        if once and not os.path.exists(once):
+            pathlib.Path(once).touch()
+            raise ValueError("stand-in inference failed on this try (STANDIN_INFERENCE_ERROR)")
+        needs = int(os.environ.get("STANDIN_NEEDS_SLURM_MEM_MB", "0"))
+        if needs and int(os.environ.get("SLURM_MEM_PER_NODE", "0")) < needs:
+            os.kill(os.getpid(), signal.SIGKILL)
+        mask = jnp.ones((featurised_example["num_tokens"], 4))
         config = diffusion_head.SampleConfig(num_samples=self._num_samples)
         nan = os.environ.get("STANDIN_DENOISER") == "nan"
         denoiser = (lambda x, t: x * jnp.nan) if nan else diffusion_head.DiffusionHead()
@@ -130,6 +153,18 @@ def _trunk(sequence, bucket, bf16):
     return np.asarray(single)[:n], np.asarray(pair)[:n, :n]
 
 
+def _native_wait(seconds):
+    """About ``seconds`` in native code that releases the GIL and never checks for signals (PBKDF2 rounds)."""
+    import hashlib
+
+    start = time.monotonic()
+    hashlib.pbkdf2_hmac("sha256", b"standin", b"salt", 20000)
+    per_round = max((time.monotonic() - start) / 20000, 1e-9)
+    while time.monotonic() - start < seconds:  # the rounds of one call must fit a C int
+        left = seconds - (time.monotonic() - start)
+        hashlib.pbkdf2_hmac("sha256", b"standin", b"salt", max(1, min(int(left / per_round), 2**31 - 1)))
+
+
 def _inputs():
     if _JSON_PATH.value:
         return [pathlib.Path(_JSON_PATH.value)]
@@ -153,10 +188,8 @@ def main(_):
     )
     runner = ModelRunner(devices[_GPU_DEVICE.value], config.num_samples) if _RUN_INFERENCE.value else None
     for path in _inputs():
-        fold_input = json.loads(path.read_text())
+        (fold_input,) = folding_input.load_fold_inputs_from_path(path)  # AF3 reads its inputs through its loader too
         name = fold_input["name"]
-        if name.startswith("fail"):
-            raise ValueError(f"stand-in rejects input {name!r}")
         out_dir = pathlib.Path(_OUTPUT_DIR.value) / name
         out_dir.mkdir(parents=True, exist_ok=True)
         if _RUN_DATA_PIPELINE.value:
@@ -200,6 +233,8 @@ def main(_):
             "attention": config.global_config.flash_attention_implementation,
             "cache": _JAX_COMPILATION_CACHE_DIR.value, "cpus": len(os.sched_getaffinity(0)),
         }))
+        plugin = sys.modules.get("af3_cpu_patch")  # the patches installed in this process, if any
+        (out_dir / "standin_patches.json").write_text(json.dumps([r.patch for r in plugin.report()] if plugin else []))
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["output_dir"])

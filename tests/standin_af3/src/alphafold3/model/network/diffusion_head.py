@@ -62,8 +62,13 @@ class DiffusionHead:
         return skip * positions_noisy + out * update
 
 
-def sample(denoising_step, mask, key, config):
-    """Denoise pure noise of shape (num_samples, *mask.shape, 3) to positions."""
+def sample(denoising_step, batch, key, config):
+    """Denoise pure noise of shape (num_samples, *mask.shape, 3) to positions.
+
+    ``batch`` is the atom mask itself here (AF3 passes a batch holding it);
+    the parameter names are AF3's, which wrapper patches check.
+    """
+    mask = batch
 
     def apply_denoising_step(carry, noise_level):
         key, positions, noise_level_prev = carry
