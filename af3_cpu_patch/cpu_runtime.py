@@ -57,6 +57,26 @@ def resolve_precision(choice: str) -> str:
     return "bf16" if cpu_info.native_bf16() else "f32"
 
 
+def resolve_trunk_precision(choice: str) -> str:
+    """:func:`resolve_precision` for the trunk of the imported AF3.
+
+    AF3 before v3.0.2 runs its gated linear units through its own op, which
+    refuses float32 activations with the weights AF3 keeps in bf16 ("Input
+    and weight must have the same dtype"): its trunk runs only in bf16, so
+    ``auto`` gives bf16 there and ``f32`` is refused.  v3.0.2+ (tokamax) runs
+    either.
+    """
+    resolved = resolve_precision(choice)
+    if resolved == "f32" and "xla_chunked" not in attention_choices():
+        if choice == "f32":
+            raise UsageProblem(
+                "--precision f32 needs AF3 v3.0.2 or later (before, AF3's own gated linear unit takes only its bf16 "
+                "trunk): use --precision bf16 or upgrade AF3"
+            )
+        return "bf16"
+    return resolved
+
+
 def describe_precision() -> str:
     """The trunk's precision as ``predict`` reports it."""
     if precision == "bf16" and bf16_products.enabled:
@@ -157,8 +177,8 @@ def start_af3(
     """Set this process up for AF3 on the CPU, in the one order that works; returns (threads, run_alphafold).
 
     The platform and the thread count must be set before jax initialises, the
-    patches installed before AF3 is imported, and the attention chosen after
-    (what AF3 offers depends on its version).  ``exact``: AF3's own settings
+    patches installed before AF3 is imported, and the attention and the trunk's
+    precision chosen after (what AF3 offers depends on its version).  ``exact``: AF3's own settings
     (the caller passes only the patches that keep stock's bits).
     """
     global precision, attention
@@ -168,7 +188,6 @@ def start_af3(
             STOCK_SETTINGS["precision"], STOCK_SETTINGS["diffusion-precision"], STOCK_SETTINGS["attention"]
         )
     used = prepare(threads)
-    precision = resolve_precision(precision_choice)
     diffusion_precision.setting = resolve_precision(diffusion_choice)
     bf16_products.enabled = cpu_info.native_bf16() and not exact
     import af3_cpu_patch
@@ -176,6 +195,7 @@ def start_af3(
     af3_cpu_patch.install(patches)
     run_alphafold = import_run_alphafold(root)
     attention = resolve_attention(attention_choice)
+    precision = resolve_trunk_precision(precision_choice)
     return used, run_alphafold
 
 

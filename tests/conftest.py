@@ -2,8 +2,9 @@
 
 ``af3`` is the test bed's v3.0.4 unless a test asks for other versions with
 ``@pytest.mark.parametrize("af3", [...], indirect=True)``.  Tests may add
-rows to the patch-status table printed at the end of the run
-(:func:`record_patch_status`), so CI's log shows every patch on every AF3.
+rows to the tables printed at the end of the run (:func:`record_patch_status`,
+:func:`record_measurement`), so CI's log shows every patch on every AF3 and
+what was measured.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from tests import real_af3
 
 DEFAULT_VERSION = "3.0.4"
 
-_patch_status: dict[str, dict[str, str]] = {}  # AF3 label -> patch -> status
+# section -> row -> column -> text, for the end of the run
+_tables: dict[str, dict[str, dict[str, str]]] = {}
 
 
 def record_patch_status(af3_label: str, statuses: dict[str, str]) -> None:
-    _patch_status.setdefault(af3_label, {}).update(statuses)
+    for patch, status in statuses.items():
+        _tables.setdefault("patch status on real AF3", {}).setdefault(patch, {})[af3_label] = status
+
+
+def record_measurement(what: str, value: str) -> None:
+    _tables.setdefault("measured on real AF3", {})[what] = {"": value}
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +53,30 @@ def protein_json(tmp_path_factory):
     return path
 
 
+def _merge(tables: dict) -> None:
+    for section, rows in tables.items():
+        for row, columns in rows.items():
+            _tables.setdefault(section, {}).setdefault(row, {}).update(columns)
+
+
+def pytest_sessionfinish(session):
+    """In a pytest-xdist worker: hand the recorded rows to the controller, which prints them."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["af3_tables"] = json.dumps(_tables)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    _merge(json.loads(getattr(node, "workeroutput", {}).get("af3_tables", "{}")))
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not _patch_status:
-        return
-    labels = list(_patch_status)
-    patches = sorted({p for statuses in _patch_status.values() for p in statuses})
-    width = max(len(p) for p in patches)
-    terminalreporter.section("patch status on real AF3")
-    terminalreporter.write_line(f"{'patch':<{width}}  " + "  ".join(f"{label:<24}" for label in labels))
-    for patch in patches:
-        cells = "  ".join(f"{_patch_status[label].get(patch, '-'):<24}" for label in labels)
-        terminalreporter.write_line(f"{patch:<{width}}  {cells}")
+    for section, rows in sorted(_tables.items()):
+        columns = sorted({c for cells in rows.values() for c in cells})
+        width = max(len(r) for r in rows)
+        terminalreporter.section(section)
+        if columns != [""]:
+            terminalreporter.write_line(f"{'':<{width}}  " + "  ".join(f"{c:<22}" for c in columns))
+        for row in sorted(rows):
+            terminalreporter.write_line(f"{row:<{width}}  " + "  ".join(f"{rows[row].get(c, '-'):<22}" for c in columns))

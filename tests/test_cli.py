@@ -395,6 +395,11 @@ def test_attention_on_af3_without_tokamax(workdir):
     old_af3 = {"STANDIN_NO_TOKAMAX": "1"}
     assert run_cli(base + ["--output-dir", workdir / "a"], env=old_af3).returncode == 0
     assert _settings(workdir / "a")["attention"] == "xla"
+    assert _settings(workdir / "a")["bfloat16"] == "all"  # its own GLU op takes only the bf16 trunk, whatever the CPU
+    proc = run_cli(base + ["--output-dir", workdir / "c", "--precision", "f32"], env=old_af3)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("af3-cpu: error: --precision f32 needs AF3 v3.0.2 or later")
+    assert not (workdir / "c").exists()
     proc = run_cli(base + ["--output-dir", workdir / "b", "--attention", "xla_chunked"], env=old_af3)
     assert proc.returncode == 2
     assert "--attention xla_chunked needs AF3 v3.0.2 or later" in proc.stderr.strip().splitlines()[-1]

@@ -45,7 +45,7 @@ CONDITIONAL = {"diffusion-self-attention-logits-layout", "diffusion-cross-attent
 def test_every_patch_is_in_effect_or_rightly_not_needed(af3):
     report = run_python(REPORT, pythonpath=af3.path, python=af3.python, env={"AF3_ROOT": str(af3.root)}, timeout=600)
     report.pop("_stderr")
-    record_patch_status(f"{af3.name} ({af3.info.label})"[:24], {name: status for name, (status, _, _) in report.items()})
+    record_patch_status(af3.name if af3.name != "main" else "main (3.0.4+)", {name: s for name, (s, _, _) in report.items()})
     assert set(report) == set(PATCHES)
     version = version_tuple(af3.info.version)
     for name, (status, detail, reported_version) in report.items():

@@ -18,14 +18,10 @@ import numpy as np
 import pytest
 
 from tests import real_af3
-from tests.helpers import ROOT
+from tests.conftest import record_measurement
 
-CAPTURE = ROOT / "tests" / "capture"
 BUCKET = "32"
-# Diffusion steps of these runs (AF3: 200).  Every claim here holds at any step
-# count: stock and --exact get the same, and the NaN of v3.0.0-v3.0.3 comes from
-# the schedule's last steps (noise level below gamma_min), which 20 steps have too.
-STEPS = 20
+STEPS, MODEL = real_af3.TEST_STEPS, real_af3.TEST_MODEL  # stock and --exact runs get the same
 
 # Today's defaults vs --exact (= stock), real AF3 v3.0.4, filled random weights,
 # the 31-residue test protein at bucket 32, 1 recycle, 1 sample, 200 steps.
@@ -53,10 +49,20 @@ def _flags(input_json, model_dir, out) -> list[str]:
             "--num_recycles=1", "--num_diffusion_samples=1", f"--buckets={BUCKET}"]
 
 
+# v3.0.0's run_alphafold.py has no flags for recycles, samples and buckets: the test hook sets them.
+NO_RUN_FLAGS = {"num_recycles": 1, "heads.diffusion.eval.num_samples": 1}
+
+
 def predict(af3, input_json, model_dir, out, *options, capture=None, env=None, timeout=3600):
-    """``af3-cpu predict`` with this AF3; the finished process."""
+    """``af3-cpu predict`` with this AF3 (1 recycle, 1 sample, bucket 32); the finished process."""
+    env = dict(env or {})
+    if af3.name == "3.0.0":
+        env.update(AF3_CPU_TEST_MODEL=json.dumps({**MODEL, **NO_RUN_FLAGS}), AF3_CPU_TEST_BUCKETS=BUCKET)
+        options = tuple(o for o in options if o not in ("--buckets", BUCKET))
+    else:
+        options = ("--num-recycles", "1", "--num-diffusion-samples", "1", *options)
     command = af3.cli("predict", input_json, "--model-dir", model_dir, "--output-dir", out, "--no-run-data-pipeline",
-                      "--num-recycles", "1", "--num-diffusion-samples", "1", "--af3-dir", af3.root, *options)
+                      "--af3-dir", af3.root, *options)
     return _run(af3, command, capture, env, timeout)
 
 
@@ -66,12 +72,12 @@ def stock(af3, input_json, model_dir, out, capture=None):
             "--flash_attention_implementation=xla", f"--jax_compilation_cache_dir={real_af3.compilation_cache()}"]
     code = (f"import sys; sys.argv = {argv!r}; sys.path.insert(0, {str(af3.root)!r}); import run_alphafold; "
             "from absl import app, flags; flags.mark_flags_as_required(['output_dir']); app.run(run_alphafold.main)")
-    return _run(af3, [af3.python, "-c", code], capture, {"PYTHONPATH": str(af3.root / "src")}, 3600)  # no plugin on the path
+    env = {"PYTHONPATH": f"{real_af3.CAPTURE}:{af3.root / 'src'}"}  # AF3 and the test hooks, no plugin
+    return _run(af3, [af3.python, "-c", code], capture, env, 3600)
 
 
 def _run(af3, command, capture, env, timeout):
-    full_env = af3.env(AF3_CPU_TEST_DIFFUSION_STEPS=STEPS, **(env or {}))
-    full_env["PYTHONPATH"] = f"{CAPTURE}:{full_env['PYTHONPATH']}"
+    full_env = af3.env(**(env or {}))
     if capture is not None:
         full_env["AF3_CPU_CAPTURE"] = str(capture)
     proc = subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout)
@@ -99,16 +105,18 @@ def job_outputs(out, name="small_protein") -> dict:
     return files
 
 
-@pytest.mark.parametrize("af3", ["3.0.0", "3.0.1", "3.0.2", "3.0.3", "3.0.4", "main"], indirect=True)
+# v3.0.0 cannot featurise any input with the test bed's CCD (made from biotite's, without the SMILES
+# descriptors v3.0.0 reads unconditionally): it is imported, patched and traced by the other tests.
+@pytest.mark.parametrize("af3", ["3.0.1", "3.0.3", "main"], indirect=True)  # v3.0.4: the --exact test
 def test_predict_writes_a_finite_structure(af3, model_dir, protein_json, tmp_path):
     out = tmp_path / "out"
     proc = predict(af3, protein_json, model_dir, out, "--buckets", BUCKET, "--cache-dir", real_af3.compilation_cache())
     job = out / "small_protein"
     coords = mmcif_coordinates(job / "small_protein_model.cif")
     assert coords.shape[0] > 200 and np.isfinite(coords).all()
-    assert (job / "small_protein_ranking_scores.csv").is_file()
-    assert f"recycle 2/2 | diffusion {STEPS}/{STEPS}" in proc.stderr  # live progress
-    assert af3.info.label in proc.stdout  # the version as the user should read it ("3.0.4 + later commits" on main)
+    assert any((job / f).is_file() for f in ("small_protein_ranking_scores.csv", "ranking_scores.csv"))  # v3.0.1: no prefix
+    assert f"recycle 2/2 | diffusion {STEPS}/{STEPS}" in proc.stderr, proc.stderr[-2000:]  # live progress
+    assert af3.info.label in proc.stdout, proc.stdout  # as users should read it ("3.0.4 + later commits" on main)
     assert not list(tmp_path.glob(".out.af3-cpu-partial-*"))
 
 
@@ -131,7 +139,8 @@ def test_exact_is_stock_bit_for_bit_and_defaults_are_close(af3, filled_model_dir
     rmsd = float(np.sqrt(np.mean(np.sum((ours["positions"][mask] - exact["positions"][mask]) ** 2, axis=-1))))
     plddt = float(np.nanmax(np.abs(ours["plddt"] - exact["plddt"])))
     pae = float(np.nanmax(np.abs(ours["pae"] - exact["pae"])))
-    print(f"defaults vs --exact: coordinates RMSD {rmsd:.5f} A, pLDDT max {plddt:.4f}, PAE max {pae:.4f}")
+    record_measurement("defaults vs --exact (v3.0.4, filled weights, 31 residues, bucket 32)",
+                       f"coordinates RMSD {rmsd:.5f} A, pLDDT max {plddt:.4f}, PAE max {pae:.4f}")
     assert rmsd < DEFAULTS_RMSD_A and plddt < DEFAULTS_PLDDT and pae < DEFAULTS_PAE
 
 

@@ -55,7 +55,7 @@ def test_wrapped_sample_computes_the_conditioning_once_with_the_stock_result(as_
             return dh.sample(head, mask, key, config)["atom_positions"]
 
         def shared(key):
-            args, kwargs = ((), dict(denoising_step=head, mask=mask, key=key, config=config)) if {as_keyword} else ((head, mask, key, config), {{}})
+            args, kwargs = ((), dict(denoising_step=head, batch=mask, key=key, config=config)) if {as_keyword} else ((head, mask, key, config), {{}})
             return shared_noise_level.sample_wrapper(dh.sample, None, args, kwargs)["atom_positions"]
 
         key = jax.random.PRNGKey(3)

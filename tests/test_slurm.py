@@ -23,6 +23,8 @@ from tests.helpers import STANDIN_CHECKOUT
 from tests.slurm.local_slurm import LocalSlurm, Unavailable
 from tests.test_batch import assert_all_done, batch_dir, expected_tasks, loads, standin_env  # noqa: F401 - fixture
 
+pytestmark = pytest.mark.xdist_group("slurm")  # one Slurm per test session: these tests share one test process
+
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory):

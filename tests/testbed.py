@@ -7,15 +7,16 @@ the project tree, and the tests import AF3 from there:
 
 ``trees/<name>``
     The unpacked checkout, plus what ``pip install`` of it would put into
-    ``src/alphafold3``: the C++ extension (from PyPI's cp312 wheel of
-    ``alphafold3-colabfold``, built from the same C++ sources, so nothing is
+    ``src/alphafold3``: the C++ extension (taken from PyPI's cp312 wheel of
+    ``alphafold3-colabfold``, which works with every tag here, so nothing is
     compiled), ``OUTPUT_TERMS_OF_USE.md`` and ``build_data``'s CCD pickles
     (hard links into ``ccd/``).
 ``venvs/<group>``
     One Python 3.12 environment per dependency set, installed by uv from the
     lock files in ``tests/testbed_requirements`` (AF3's CPU dependencies at the
     versions of upstream's ``uv.lock``, plus the plugin's); its site-packages
-    has ``share/libcifpp/components.cif``, where v3.0.0 - v3.0.3 look for it.
+    has ``share/libcifpp/components.cif``, where every tag's ``build_data``
+    finds it (v3.0.0 - v3.0.1 look nowhere else).
 ``ccd/<group>``
     ``build_data``'s output (11 GB peak, so one at a time), made once per group
     of tags whose generator writes the same pickles.
@@ -452,8 +453,9 @@ def _build_venv(version: str) -> None:
     """The venv of ``version``'s dependency group, exactly as its lock file says.
 
     ``--relocatable``: it is made under a temporary name and renamed.  Its
-    site-packages gets ``share/libcifpp/components.cif``, where v3.0.0 -
-    v3.0.3's build_data look for the CCD (pip-installed AF3 puts it there).
+    site-packages gets ``share/libcifpp/components.cif``, where every tag's
+    build_data finds the CCD (v3.0.0 - v3.0.1 look nowhere else; later tags
+    first try $LIBCIFPP_DATA_DIR).
     """
     venv = _venv_dir(version)
     with _building(venv) as tmp:
@@ -606,27 +608,29 @@ def _steps(shared: pathlib.Path, wanted: list[str], weights: bool) -> list[_Step
     mostly a compilation on one core) and the smoke checks (4 GB, one core)
     run two at a time: at most about 10.5 GB.
     """
-    steps = []
-    for group, version in {VENV_GROUP[v]: v for v in wanted}.items():
-        steps.append(_Step(f"venv {group}", functools.partial(_is_current, _venv_dir(version), _venv_key(version)),
-                           functools.partial(_build_venv, version)))
-    python = _python_of(_venv_dir(wanted[0]))
-    steps.append(_Step("components.cif", functools.partial(_is_current, _components_cif().parent, _cif_key(shared)),
-                       functools.partial(_build_components_cif, shared, python)))
-    for group, version in {CCD_GROUP[v]: v for v in wanted}.items():  # the newest tree of each group runs build_data
-        steps.append(_Step(f"build_data {group} (in {version})", functools.partial(_is_current, _ccd_dir(version), _ccd_key(shared, version)),
-                           functools.partial(_build_ccd, shared, version)))
-    for version in wanted:
-        steps.append(_Step(f"tree {version}", functools.partial(_is_current, _tree_dir(version), _tree_key(shared, version)),
-                           functools.partial(_build_tree, shared, version)))
+    def step(label, product, key, make, *args, stamp="build", **flags):
+        return _Step(label, functools.partial(_is_current, product, key, stamp), functools.partial(make, *args), **flags)
+
+    steps = [
+        step(f"venv {group}", _venv_dir(version), _venv_key(version), _build_venv, version)
+        for group, version in {VENV_GROUP[v]: v for v in wanted}.items()
+    ]
+    steps.append(step("components.cif", _components_cif().parent, _cif_key(shared),
+                      _build_components_cif, shared, _python_of(_venv_dir(wanted[0]))))
+    steps += [  # the newest wanted tree of each group runs build_data
+        step(f"build_data {group} (in {version})", _ccd_dir(version), _ccd_key(shared, version), _build_ccd, shared, version)
+        for group, version in {CCD_GROUP[v]: v for v in wanted}.items()
+    ]
+    steps += [step(f"tree {v}", _tree_dir(v), _tree_key(shared, v), _build_tree, shared, v) for v in wanted]
     if weights:
         key = _weights_key(shared)
         steps.append(_Step("random weights (plain, filled)",
                            lambda: _is_current(_weights_dir(False), key) and _is_current(_weights_dir(True), key),
                            functools.partial(_build_weights, shared), parallel=True))
-    for version in wanted:
-        steps.append(_Step(f"smoke {version}", functools.partial(_is_current, _tree_dir(version), _smoke_key(shared, version), "smoke"),
-                           functools.partial(_smoke, shared, version), fatal=False, parallel=True))
+    steps += [
+        step(f"smoke {v}", _tree_dir(v), _smoke_key(shared, v), _smoke, shared, v, stamp="smoke", fatal=False, parallel=True)
+        for v in wanted
+    ]
     return steps
 
 
@@ -722,7 +726,8 @@ def status(log=print) -> None:
             continue
         result = _read_stamp(built.root, "smoke")["result"]
         caveat = "" if result["component_info"] == "ok" else f" (component_name_to_info: {result['component_info']})"
-        log(f"  {version:6} AF3 {result['af3']}, jax {result['jax']}, {result['components']} CCD components{caveat}; {built.python}")
+        log(f"  {version:6} AF3 {result['af3']}, jax {result['jax']}, {result['components']} CCD components{caveat}; "
+            f"{built.python}")
     for filled in (False, True):
         log(f"  weights {'filled' if filled else 'plain '}: {model_dir(filled) or 'not built (or stale)'}")
 
