@@ -16,7 +16,7 @@ import pathlib
 import sys
 import typing
 
-from af3_cpu_patch import bf16_products, cpu_info, diffusion_precision
+from af3_cpu_patch import bf16_products, cpu_info, diffusion_precision, registry
 from af3_cpu_patch.af3_checkout import UsageProblem
 
 NOISE = ("Not supported on cpu",)
@@ -178,12 +178,13 @@ def start_af3(
 
     The platform and the thread count must be set before jax initialises, the
     patches installed before AF3 is imported, and the attention and the trunk's
-    precision chosen after (what AF3 offers depends on its version).  ``exact``: AF3's own settings
-    (the caller passes only the patches that keep stock's bits).
+    precision chosen after (what AF3 offers depends on its version).  ``exact``: AF3's own settings,
+    and of ``patches`` only those that keep stock's bits.
     """
     global precision, attention
     if exact:
         check_exact(precision_choice, diffusion_choice, attention_choice)
+        patches = registry.exact(patches)
         precision_choice, diffusion_choice, attention_choice = (
             STOCK_SETTINGS["precision"], STOCK_SETTINGS["diffusion-precision"], STOCK_SETTINGS["attention"]
         )

@@ -292,19 +292,17 @@ def run(options: PredictOptions) -> pathlib.Path:
     checkout = af3_checkout.find_checkout(options.af3_dir)
     check_versioned_options(options, checkout)
     check_output_terms(checkout)
-    if options.exact:
-        cpu_runtime.check_exact(options.precision, options.diffusion_precision, options.attention)
     _say(f"{checkout.install.describe()}; run_alphafold.py from {checkout.root}", start, options.quiet)
     for forecast in forecasts:
         _say(forecast.describe(), start, options.quiet)
 
-    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES, exact
+    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
 
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     patches = CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES)
     threads, run_alphafold = cpu_runtime.start_af3(
-        checkout.root, options.threads, options.precision, exact(patches) if options.exact else patches,
-        options.attention, options.diffusion_precision, exact=options.exact,
+        checkout.root, options.threads, options.precision, patches, options.attention, options.diffusion_precision,
+        exact=options.exact,
     )
     settings = (
         "--exact: AF3's own numerics and buckets, only patches that keep stock's bits" if options.exact else

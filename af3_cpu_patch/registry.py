@@ -242,3 +242,8 @@ def leading_parameters(target: Any, *, is_method: bool, count: int) -> tuple[str
     if is_method and not isinstance(target, staticmethod) and names and names[0] in ("self", "cls"):
         names = names[1:]
     return tuple(names[:count])
+
+
+def exact(patches: tuple[Patch, ...]) -> tuple[Patch, ...]:
+    """``patches`` without those that change AF3's numbers (``--exact``)."""
+    return tuple(p for p in patches if p.numerics is not Numerics.CHANGES)

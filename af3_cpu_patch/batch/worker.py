@@ -85,15 +85,14 @@ class Session:
 
     def __init__(self, settings: Settings):
         from af3_cpu_patch import af3_checkout
-        from af3_cpu_patch.patches import BATCH_PATCHES, exact
+        from af3_cpu_patch.patches import BATCH_PATCHES
 
         self.settings = settings
         self.checkout = af3_checkout.find_checkout(settings.af3_dir)
         predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
         predict.check_output_terms(self.checkout)
         _, self.run_alphafold = cpu_runtime.start_af3(
-            self.checkout.root, settings.threads, settings.precision,
-            exact(BATCH_PATCHES) if settings.exact else BATCH_PATCHES, settings.attention,
+            self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention,
             settings.diffusion_precision, exact=settings.exact,
         )
 

@@ -11,14 +11,9 @@ one kept model across ``main()`` calls.  :func:`exact` keeps what
 """
 
 from af3_cpu_patch.patches import layout, loops, numerics, runtime, trunk_products
-from af3_cpu_patch.registry import Numerics, Patch
+from af3_cpu_patch.registry import exact  # noqa: F401 - part of the registry's API
 
 ALL_PATCHES = numerics.PATCHES + layout.PATCHES + runtime.DEFAULT
 CLI_PATCHES = ALL_PATCHES + runtime.CLI_ONLY + loops.PATCHES + layout.LOGITS_PATCHES + trunk_products.PATCHES
 PROGRESS_PATCHES = runtime.PROGRESS
 BATCH_PATCHES = CLI_PATCHES + (runtime.KEEP_MODEL,)
-
-
-def exact(patches: tuple[Patch, ...]) -> tuple[Patch, ...]:
-    """``patches`` without those that change AF3's numbers (``--exact``)."""
-    return tuple(p for p in patches if p.numerics is not Numerics.CHANGES)
