@@ -10,7 +10,6 @@ The raw arrays of each inference are saved by ``tests/capture`` (a
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 
@@ -21,7 +20,7 @@ from tests import real_af3
 from tests.conftest import record_measurement
 
 BUCKET = "32"
-STEPS, MODEL = real_af3.TEST_STEPS, real_af3.TEST_MODEL  # stock and --exact runs get the same
+STEPS = real_af3.TEST_STEPS  # stock and --exact runs get the same (AF3_CPU_TEST_MODEL, real_af3.AF3.env)
 
 # Today's defaults vs --exact (= stock), real AF3 v3.0.4, filled random weights,
 # the 31-residue test protein at bucket 32, 1 recycle, 1 sample, 20 steps.
@@ -50,20 +49,10 @@ def _flags(input_json, model_dir, out) -> list[str]:
             "--num_recycles=1", "--num_diffusion_samples=1", f"--buckets={BUCKET}"]
 
 
-# v3.0.0's run_alphafold.py has no flags for recycles, samples and buckets: the test hook sets them.
-NO_RUN_FLAGS = {"num_recycles": 1, "heads.diffusion.eval.num_samples": 1}
-
-
 def predict(af3, input_json, model_dir, out, *options, capture=None, env=None, timeout=3600):
-    """``af3-cpu predict`` with this AF3 (1 recycle, 1 sample, bucket 32); the finished process."""
-    env = dict(env or {})
-    if af3.name == "3.0.0":
-        env.update(AF3_CPU_TEST_MODEL=json.dumps({**MODEL, **NO_RUN_FLAGS}), AF3_CPU_TEST_BUCKETS=BUCKET)
-        options = tuple(o for o in options if o not in ("--buckets", BUCKET))
-    else:
-        options = ("--num-recycles", "1", "--num-diffusion-samples", "1", *options)
+    """``af3-cpu predict`` with this AF3 (1 recycle, 1 sample); the finished process."""
     command = af3.cli("predict", input_json, "--model-dir", model_dir, "--output-dir", out, "--no-run-data-pipeline",
-                      "--af3-dir", af3.root, *options)
+                      "--num-recycles", "1", "--num-diffusion-samples", "1", "--af3-dir", af3.root, *options)
     return _run(af3, command, capture, env, timeout)
 
 

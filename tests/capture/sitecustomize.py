@@ -3,13 +3,10 @@
 - ``AF3_CPU_CAPTURE=DIR``: save the raw arrays of every inference to DIR, so a
   test can compare a stock ``run_alphafold.py`` run with an ``af3-cpu predict``
   run bit for bit, not only as rounded in AF3's output files.
-- ``AF3_CPU_TEST_MODEL='{"heads.diffusion.eval.steps": 20, ...}'``: these
-  fields of AF3's model config set after ``make_model_config`` (fewer diffusion
-  steps for tests whose claim holds at any step count; recycles and samples
-  for v3.0.0, whose ``run_alphafold.py`` has no flags for them); stock and
-  patched runs of one comparison get the same.
-- ``AF3_CPU_TEST_BUCKETS=32``: v3.0.0's token buckets, a module constant
-  there (later versions take ``--buckets``).
+- ``AF3_CPU_TEST_MODEL='{"heads.diffusion.eval.steps": 20}'``: these fields
+  of AF3's model config set after ``make_model_config`` (fewer diffusion steps
+  for tests whose claim holds at any step count); stock and patched runs of
+  one comparison get the same.
 
 Both act when ``run_alphafold`` is imported (as a module: the tests run the
 stock script's ``__main__`` block through ``import run_alphafold``), and
@@ -57,5 +54,3 @@ def _hook(module):
         wrapt.wrap_function_wrapper(module, "ModelRunner.run_inference", _capture)
     if os.environ.get("AF3_CPU_TEST_MODEL"):
         wrapt.wrap_function_wrapper(module, "make_model_config", _model_config)
-    if os.environ.get("AF3_CPU_TEST_BUCKETS"):
-        module._BUCKETS = tuple(int(b) for b in os.environ["AF3_CPU_TEST_BUCKETS"].split(","))
