@@ -9,11 +9,18 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from af3_cpu_patch import af3_checkout, af3_install, cpu_info
-from af3_cpu_patch.af3_checkout import UsageProblem
-from af3_cpu_patch.registry import Numerics
-from af3_cpu_patch.host import cgroups
+import af3_cpu_patch
+from af3_cpu_patch import runtime
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.af3 import install as af3_install
+from af3_cpu_patch.random_weights import NOTICE
+from af3_cpu_patch.engine.patch import Numerics
+from af3_cpu_patch.errors import UsageProblem
+from af3_cpu_patch.host import cgroups, cpu_info, ticks
 from af3_cpu_patch.host import limits as host_limits
+from af3_cpu_patch.host import cache_dirs
+from af3_cpu_patch.patches import CLI_PATCHES
+from af3_cpu_patch.predict import DEFAULT_CACHE, check_model_dir
 
 
 @dataclasses.dataclass
@@ -48,16 +55,15 @@ def limit_checks() -> list[Check]:
 
 def ccd_index_check(pickle_path: pathlib.Path) -> Check | None:
     """Where af3-cpu keeps the index it reads AF3's CCD through (lazy_ccd), or why it cannot."""
-    from af3_cpu_patch import lazy_ccd
 
     if not pickle_path.is_file():
         return None
-    index = lazy_ccd.index_path(pickle_path)
+    index = cache_dirs.ccd_index_path(pickle_path)
     if index.is_file():
         return Check("ok", "CCD index", str(index))
-    if lazy_ccd.can_index():
+    if cache_dirs.can_keep_ccd_index():
         return Check("ok", "CCD index", f"the first run builds it in {index.parent} (about 12 s and 550 MB, once)")
-    return Check("warn", "CCD index", f"{lazy_ccd.index_root()} cannot be written: every run loads AF3's whole CCD "
+    return Check("warn", "CCD index", f"{cache_dirs.ccd_index_root()} cannot be written: every run loads AF3's whole CCD "
                  "(3 GB more memory); set XDG_CACHE_HOME to a writable directory")
 
 
@@ -87,19 +93,16 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
         terms_problem = install.output_terms_problem(checkout.root if checkout is not None else None)
         checks.append(Check("FAIL", "output terms", terms_problem) if terms_problem else Check("ok", "output terms", f"{af3_install.OUTPUT_TERMS} in the package"))
 
-    from af3_cpu_patch import cpu_runtime
 
-    cpu_runtime.prepare()
+    runtime.prepare()
     try:
         import jax
         import jaxlib
 
         devices = jax.devices("cpu")
         checks.append(Check("ok", "JAX", f"jax {jax.__version__}, jaxlib {jaxlib.__version__}, backend cpu ({len(devices)} device)"))
-        from af3_cpu_patch import host_ticks
-        from af3_cpu_patch.predict import DEFAULT_CACHE
 
-        if host_ticks.prepare():
+        if ticks.prepare():
             checks.append(Check("ok", "compilation cache", f"{DEFAULT_CACHE}; runs with the progress bar are cached"))
         else:
             checks.append(Check("warn", "compilation cache", f"{DEFAULT_CACHE}; this jaxlib's FFI does not fit the progress ticks, "
@@ -112,8 +115,6 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
 
     model_dir = model_dir or pathlib.Path.home() / "models"
     try:
-        from af3_cpu_patch.predict import check_model_dir
-        from af3_cpu_patch.random_weights import NOTICE
 
         check_model_dir(model_dir)
         random = (model_dir / NOTICE).exists()
@@ -134,13 +135,10 @@ def run_checks(model_dir: pathlib.Path | None, db_dirs: tuple[str, ...], af3_dir
 
 def patch_checks(checkout: af3_checkout.Checkout) -> list[Check]:
     """Import AF3 with the CLI's patches and report each one."""
-    import af3_cpu_patch
-    from af3_cpu_patch import cpu_runtime
-    from af3_cpu_patch.patches import CLI_PATCHES
 
     af3_cpu_patch.install(CLI_PATCHES)
     try:
-        cpu_runtime.import_run_alphafold(checkout.root)
+        runtime.import_run_alphafold(checkout.root)
     except UsageProblem as exc:
         return [Check("FAIL", "AF3 import", str(exc))]
     bad = {"source did not match", "target not found", "error"}

@@ -20,8 +20,20 @@ import shutil
 import sys
 import time
 
-from af3_cpu_patch import af3_checkout, cache_dirs, cpu_runtime, diffusion_precision, host_ticks, memory_forecast
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch import runtime
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch import settings
+from af3_cpu_patch.errors import UsageProblem
+from af3_cpu_patch.host import (
+    cache_dirs,
+    cpu_info,
+    memory_forecast,
+    search_threads,
+    stops,
+    ticks,
+)
+from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
+from af3_cpu_patch.settings import CPU_BUCKETS, STOCK_BUCKETS, effective_buckets  # noqa: F401 - predict's API too
 
 WEIGHTS_FILE = re.compile(r".*(\.[0-9]+)?\.bin(\.zst)?(\.[0-9]+)?$")
 
@@ -34,13 +46,6 @@ VERSIONED_FLAGS = {
 }
 
 
-# Token buckets for the CPU: fine steps where a CPU spends its time (stock AF3
-# pads everything to at least 256 tokens), steps of 8 up to 64 tokens and of
-# 16 up to 128 (each step measured saves 12-21% of the projected inference of
-# an input just above the step below; README, "What each default is based
-# on"), 192, then AF3's own buckets from 256.
-CPU_BUCKETS = "16,24,32,40,48,56,64,80,96,112,128,192,256,384,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
-STOCK_BUCKETS = "256,512,768,1024,1280,1536,2048,2560,3072,3584,4096,4608,5120"
 DEFAULT_CACHE = cache_dirs.compilation_cache()  # per CPU and jax version: see cache_dirs
 
 
@@ -91,13 +96,6 @@ def check_input(path: pathlib.Path) -> list[pathlib.Path]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageProblem(f"input {file} is not valid JSON ({exc}): fix the file (AF3 input format)") from None
     return files
-
-
-def effective_buckets(buckets: str | None, exact: bool = False) -> str:
-    """The buckets a run pads to: AF3's own with ``stock`` (and by default with ``--exact``), else CPU-sized ones."""
-    if buckets == "stock" or (buckets is None and exact):
-        return STOCK_BUCKETS
-    return buckets or CPU_BUCKETS
 
 
 def check_memory(files: list[pathlib.Path], options: PredictOptions) -> list[memory_forecast.Forecast]:
@@ -185,7 +183,6 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
         argv.append("--jax_backend=cpu")
     argv += [f"--db_dir={d}" for d in options.db_dir]
     if options.run_data_pipeline:  # AF3 sizes HMMER to the node, not to a quota, and runs 4 searches at once
-        from af3_cpu_patch import cpu_info, search_threads
 
         argv += search_threads.flags(cpu_info.usable_cores(), checkout.has_flag, options.extra)
     for attr in VERSIONED_FLAGS:
@@ -197,8 +194,9 @@ def af3_flags(options: PredictOptions, checkout: af3_checkout.Checkout, output_d
         if value is not None:
             argv.append(f"--{attr}={value}")
     if options.cache_dir is not None and checkout.has_flag("jax_compilation_cache_dir"):
-        if options.quiet or host_ticks.cacheable():
-            argv.append(f"--jax_compilation_cache_dir={options.cache_dir}")
+        if options.quiet or ticks.cacheable():
+            # One folder per settings: what they change is traced into the programs (see settings.Settings.key).
+            argv.append(f"--jax_compilation_cache_dir={options.cache_dir / settings.current().key()}")
         else:  # JAX caches no program with jax.debug.callback, the ticks' fallback
             print("af3-cpu: note: progress ticks fell back to jax.debug.callback; no compilation cache "
                   "this run (--quiet uses it)", file=sys.stderr, flush=True)
@@ -219,7 +217,6 @@ def staged_output(final: pathlib.Path):
     renamed) or says that nothing was written.  A job folder whose name is
     taken gets AF3's own ``_<timestamp>`` suffix.
     """
-    from af3_cpu_patch.host import stops
 
     final = final.expanduser().resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -296,32 +293,29 @@ def run(options: PredictOptions) -> pathlib.Path:
     for forecast in forecasts:
         _say(forecast.describe(), start, options.quiet)
 
-    from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
 
     _say("importing AF3 (patched for CPU)", start, options.quiet)
     patches = CLI_PATCHES + (() if options.quiet else PROGRESS_PATCHES)
-    threads, run_alphafold = cpu_runtime.start_af3(
-        checkout.root, options.threads, options.precision, patches, options.attention, options.diffusion_precision,
-        exact=options.exact,
+    run, run_alphafold = runtime.start_af3(
+        checkout.root, patches, precision=options.precision, diffusion_precision=options.diffusion_precision,
+        attention=options.attention, exact=options.exact, buckets=effective_buckets(options.buckets, options.exact),
+        threads=options.threads,
     )
-    settings = (
-        "--exact: AF3's own numerics and buckets, only patches that keep stock's bits" if options.exact else
-        f"trunk precision {cpu_runtime.describe_precision()}, diffusion products {diffusion_precision.describe()}, "
-        f"attention {cpu_runtime.attention}"
+    described = (
+        "--exact: AF3's own numerics and buckets, only patches that keep stock's bits" if options.exact else run.describe()
     )
-    _say(f"{threads} threads, {settings}", start, options.quiet)
+    _say(f"{run.threads} threads, {described}", start, options.quiet)
     if not options.quiet:
-        host_ticks.prepare()
+        ticks.prepare()
     check_af3_accepts(options.input)
 
-    from af3_cpu_patch.host import stops
 
     # SIGTERM/SIGINT/SIGHUP from here on remove the staging folder and end the run with 128 + signal (stops).
     with stops.guard(), staged_output(options.output_dir) as staging:
         argv = af3_flags(options, checkout, staging)
-        cpu_runtime.parse_flags(argv)
+        runtime.parse_flags(argv)
         _say("running AF3's run_alphafold.main() on the CPU", start, options.quiet)
-        with cpu_runtime.quiet_known_noise():
+        with runtime.quiet_known_noise():
             run_alphafold.main(argv)
         _say(f"writing results to {options.output_dir}", start, options.quiet)
     _say("done", start, options.quiet)

@@ -13,8 +13,10 @@ import pathlib
 
 import numpy as np
 
-from af3_cpu_patch import af3_checkout, cpu_runtime
-from af3_cpu_patch.af3_checkout import UsageProblem
+import af3_cpu_patch
+from af3_cpu_patch import runtime
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.errors import UsageProblem
 
 IDENTIFIER = b"af3-cpu-patch random weights: NOT FOR PREDICTIONS"
 FILENAME = "af3.bin"
@@ -87,15 +89,14 @@ def write(out_dir: pathlib.Path, *, seed: int = 0, af3_dir: str | None = None, f
     out_dir = out_dir.expanduser().resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UsageProblem(f"{out_dir} is not empty: give a new or empty directory for the random weights")
-    cpu_runtime.prepare()
-    import af3_cpu_patch
+    runtime.prepare()
 
     af3_cpu_patch.install()
-    run_alphafold = cpu_runtime.import_run_alphafold(checkout.root)
-    cpu_runtime.parse_flags([str(checkout.run_alphafold)])
+    run_alphafold = runtime.import_run_alphafold(checkout.root)
+    runtime.parse_flags([str(checkout.run_alphafold)])
     from alphafold3.model import params as af3_params
 
-    with cpu_runtime.quiet_known_noise():
+    with runtime.quiet_known_noise():
         haiku_params = init_params(run_alphafold, seed)
     if fill_zero:
         haiku_params = fill_zero_init(haiku_params, seed)

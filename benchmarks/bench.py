@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from af3_cpu_patch import cpu_info  # noqa: E402
+from af3_cpu_patch.host import cpu_info  # noqa: E402
 
 # Deterministic, varied protein sequences (no MSA: the benchmark times the model).
 _RESIDUES = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAAVRESVPALL"
@@ -84,9 +84,9 @@ if overrides:
         wrapt.wrap_function_wrapper(module, "Model.__init__", _init)
 if device:
     import af3_cpu_patch
-    from af3_cpu_patch.patches import runtime
+    from af3_cpu_patch.patches import run_alphafold_cpu_device
     af3_cpu_patch.uninstall()
-    af3_cpu_patch.install((runtime.CPU_DEVICE,))
+    af3_cpu_patch.install(run_alphafold_cpu_device.PATCHES)
 kind, _, name = target.partition(":")
 sys.argv = [name, *sys.argv[4:]]
 if kind == "path":
@@ -140,13 +140,14 @@ def run_measured(cmd: list[str], env: dict, log: pathlib.Path) -> dict:
 
 
 # af3-cpu reads AF3's CCD through an index it builds once per AF3 install
-# (af3_cpu_patch/lazy_ccd.py), as AF3's own build_data makes the CCD pickle once.
+# (af3_cpu_patch/patches/lazy_ccd.py), as AF3's own build_data makes the CCD pickle once.
 # It is built before the timed runs; benchmarks/ccd_load.py measures a first run too.
 CCD_INDEX = """
 import json, time
 from alphafold3.constants import chemical_components
-from af3_cpu_patch import lazy_ccd
-path = lazy_ccd.index_path(chemical_components._CCD_PICKLE_FILE)
+from af3_cpu_patch.host import cache_dirs
+from af3_cpu_patch.patches import lazy_ccd
+path = cache_dirs.ccd_index_path(chemical_components._CCD_PICKLE_FILE)
 start, existed = time.monotonic(), path.is_file()
 lazy_ccd.ensure_index(chemical_components._CCD_PICKLE_FILE)
 print(json.dumps({"existed": existed, "build_s": round(time.monotonic() - start, 1)}))

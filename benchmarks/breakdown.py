@@ -35,7 +35,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import print_and_save, protein_input  # noqa: E402
 
-from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime, diffusion_precision  # noqa: E402
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch import runtime, settings
 
 SETTINGS = ((0, 10), (0, 30), (4, 10))  # (recycles, diffusion steps)
 
@@ -118,17 +120,17 @@ def main() -> int:
     parser.add_argument("--residues", type=int, default=64)
     parser.add_argument("--bucket", type=int, default=None, help="default: the af3-cpu bucket for the input")
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
-    parser.add_argument("--attention", choices=cpu_runtime.ATTENTION_CHOICES, default="auto")
-    parser.add_argument("--diffusion-precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
+    parser.add_argument("--precision", choices=settings.PRECISION_CHOICES, default="auto")
+    parser.add_argument("--attention", choices=settings.ATTENTION_CHOICES, default="auto")
+    parser.add_argument("--diffusion-precision", choices=settings.PRECISION_CHOICES, default="auto")
     parser.add_argument("--settings", type=parse_settings, default=SETTINGS, metavar="R:S,...",
                         help="recycles:steps pairs to time (default 0:10,0:30,4:10)")
     parser.add_argument("--leave-out", default="", metavar="PATCH,...",
-                        help="af3-cpu patches to leave out, e.g. atom-slots (names: README, What is patched)")
+                        help="af3-cpu patches to leave out, e.g. atom-slots (names: docs/patches.md)")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
-    from af3_cpu_patch import memory_forecast
+    from af3_cpu_patch.host import memory_forecast
     from af3_cpu_patch.patches import CLI_PATCHES
 
     root = af3_checkout.find_checkout(args.af3_dir).root  # also makes its alphafold3 importable
@@ -137,20 +139,20 @@ def main() -> int:
     if unknown:
         parser.error(f"--leave-out: no patch named {', '.join(sorted(unknown))}")
     patches = tuple(p for p in CLI_PATCHES if p.name not in left_out)
-    threads, run_alphafold = cpu_runtime.start_af3(
-        root, None, args.precision, patches, args.attention, args.diffusion_precision
+    run, run_alphafold = runtime.start_af3(
+        root, patches, precision=args.precision, attention=args.attention, diffusion_precision=args.diffusion_precision
     )
     if not hasattr(run_alphafold, "model"):
         sys.exit("breakdown.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
     # tokamax parses absl flags from sys.argv, and ours are not AF3's.
     sys.argv = sys.argv[:1]
-    cpu_runtime.parse_flags(sys.argv)
+    runtime.parse_flags(sys.argv)
     bucket = args.bucket or memory_forecast.bucket_for(args.residues)
 
     params, key, batch = protein_forward_inputs(run_alphafold, args.residues, bucket, args.model_dir)
 
     seconds, compiling = {}, {}
-    with cpu_runtime.quiet_known_noise():
+    with runtime.quiet_known_noise():
         for recycles, steps in args.settings:
             compiling[(recycles, steps)], seconds[(recycles, steps)] = time_forward(
                 run_alphafold, params, key, batch, args.samples, recycles, steps
@@ -161,13 +163,13 @@ def main() -> int:
     trunk, step = slope(seconds, 0), slope(seconds, 1)
     result = {
         "cpu": cpu_info.summary(),
-        "threads": threads,
+        "threads": run.threads,
         "residues": args.residues,
         "bucket": bucket,
         "samples": args.samples,
-        "precision": cpu_runtime.precision,
-        "attention": cpu_runtime.attention,
-        "diffusion_precision": diffusion_precision.setting,
+        "precision": run.precision,
+        "attention": run.attention,
+        "diffusion_precision": run.diffusion_precision,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "left_out": sorted(left_out),
         "timed_s": {f"recycles={r},steps={s}": round(t, 2) for (r, s), t in seconds.items()},

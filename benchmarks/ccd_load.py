@@ -27,7 +27,7 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import LAUNCHER, predict_args, print_and_save, protein_input, run_env, run_measured  # noqa: E402
 
-from af3_cpu_patch import cpu_info  # noqa: E402
+from af3_cpu_patch.host import cpu_info  # noqa: E402
 
 WAYS = ("whole", "first", "indexed")
 

@@ -26,7 +26,7 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import COMPILE_LINE, is_model_function, predict_args, print_and_save, protein_input, run_env, run_measured  # noqa: E402
 
-from af3_cpu_patch import cpu_info  # noqa: E402
+from af3_cpu_patch.host import cpu_info  # noqa: E402
 
 STAGES = {"tracing": "tracing_s", "jaxpr to MLIR module conversion": "to_mlir_s", "XLA compilation of": "xla_compile_s"}
 CACHE_HIT = re.compile(r"Persistent compilation cache hit for '(\S+)'")

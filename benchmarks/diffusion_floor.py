@@ -43,7 +43,9 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import print_and_save  # noqa: E402
 
-from af3_cpu_patch import af3_checkout, cpu_info, cpu_runtime  # noqa: E402
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch import runtime  # noqa: E402
 
 # Where the diffusion head's two kinds of transformer keep their weights in the model file.
 TOKEN_SCOPE = "diffusion_head/transformer/"
@@ -135,7 +137,7 @@ def main() -> int:
     args = parser.parse_args()
 
     af3_checkout.find_checkout(args.af3_dir)  # makes the checkout's alphafold3 importable
-    threads = cpu_runtime.prepare()
+    threads = runtime.prepare()
     from alphafold3.model import params as af3_params
     from alphafold3.model.pipeline import pipeline
 

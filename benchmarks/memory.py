@@ -27,7 +27,7 @@ import tempfile
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import LAUNCHER, predict_args, prepare_ccd_index, print_and_save, protein_input, run_measured  # noqa: E402
 
-from af3_cpu_patch import cpu_info  # noqa: E402
+from af3_cpu_patch.host import cpu_info  # noqa: E402
 
 # Residues that nearly fill buckets 32, 64, 128 and 256.
 SIZES = (30, 60, 120, 250)
@@ -60,7 +60,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from af3_cpu_patch import memory_forecast
+    from af3_cpu_patch.host import memory_forecast
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     work = pathlib.Path(tempfile.mkdtemp(prefix="af3-cpu-memory-"))

@@ -16,14 +16,15 @@ and the best-of-rounds seconds per diffusion step:
         --variant stock-loops=diffusion-steps-rolled,diffusion-layers-unrolled --variant defaults=
 
 A variant is ``NAME=PATCH,...``: af3-cpu's CLI patches less those named (names:
-README, "What is patched"); ``--stock-bf16-products NAME`` also computes that
-variant's bf16 products as stock does (README, "Trunk products").  AF3 v3.0.1 or later; use the interpreter that has
+docs/patches.md); ``--stock-bf16-products NAME`` also computes that
+variant's bf16 products as stock does (docs/benchmarks.md, "Trunk products").  AF3 v3.0.1 or later; use the interpreter that has
 AF3's dependencies installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pathlib
 import sys
@@ -33,7 +34,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from bench import print_and_save  # noqa: E402
 from breakdown import compile_forward, protein_batch  # noqa: E402
 
-from af3_cpu_patch import af3_checkout, bf16_products, cpu_info, cpu_runtime, diffusion_precision, hooks  # noqa: E402
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch import settings
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch import runtime
+
+from af3_cpu_patch.engine import hooks  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, frozenset[str]]:
@@ -52,16 +58,16 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs=2, default=(10, 50), metavar=("S0", "S1"))
     parser.add_argument("--recycles", type=int, default=0, metavar="R", help="also time R recycles (per trunk pass)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--diffusion-precision", choices=cpu_runtime.PRECISION_CHOICES, default="auto")
+    parser.add_argument("--diffusion-precision", choices=settings.PRECISION_CHOICES, default="auto")
     parser.add_argument("--variant", type=parse_variant, action="append", required=True, metavar="NAME=PATCH,...")
     parser.add_argument(
         "--stock-bf16-products", action="append", default=[], metavar="NAME",
-        help="variant NAME computes bf16 products as stock does (bf16_products off; see af3_cpu_patch/bf16_products.py)",
+        help="variant NAME computes bf16 products as stock does (bf16_products off; see af3_cpu_patch/patches/trunk_products.py)",
     )
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
-    from af3_cpu_patch import memory_forecast
+    from af3_cpu_patch.host import memory_forecast
     from af3_cpu_patch.patches import CLI_PATCHES
 
     known = {p.name for p in CLI_PATCHES}
@@ -71,12 +77,12 @@ def main() -> int:
         if left_out - known:
             parser.error(f"variant {name}: no patch named {', '.join(sorted(left_out - known))}")
     root = af3_checkout.find_checkout(args.af3_dir).root
-    threads, run_alphafold = cpu_runtime.start_af3(root, None, "auto", CLI_PATCHES, "auto", args.diffusion_precision)
-    bf16_products_setting = bf16_products.enabled
+    run, run_alphafold = runtime.start_af3(root, CLI_PATCHES, diffusion_precision=args.diffusion_precision)
+    bf16_products_setting = run.trunk_products
     if not hasattr(run_alphafold, "model"):
         sys.exit("variants.py needs AF3 v3.0.1 or later (v3.0.0 builds its model differently)")
     sys.argv = sys.argv[:1]  # tokamax parses absl flags from sys.argv
-    cpu_runtime.parse_flags(sys.argv)
+    runtime.parse_flags(sys.argv)
 
     import jax
 
@@ -86,11 +92,11 @@ def main() -> int:
     s0, s1 = args.steps
     shapes = [(0, s0), (0, s1)] + ([(args.recycles, s0)] if args.recycles else [])
     compiled, compile_s, applied, batches = {}, {}, {}, {}
-    with cpu_runtime.quiet_known_noise():
+    with runtime.quiet_known_noise():
         for name, left_out in args.variant:
             hooks.uninstall()
             hooks.install(tuple(p for p in CLI_PATCHES if p.name not in left_out))
-            bf16_products.enabled = bf16_products_setting and name not in args.stock_bf16_products
+            settings.use(dataclasses.replace(run, trunk_products=bf16_products_setting and name not in args.stock_bf16_products))
             jax.clear_caches()  # nothing traced with the previous variant's patches is reused
             batches[name] = batch = protein_batch(run_alphafold, args.residues, bucket)  # featurised with its patches
             for shape in shapes:
@@ -128,11 +134,11 @@ def main() -> int:
     print_and_save(
         {
             "cpu": cpu_info.summary(),
-            "threads": threads,
+            "threads": run.threads,
             "residues": args.residues,
             "bucket": bucket,
             "samples": args.samples,
-            "diffusion_precision": diffusion_precision.setting,
+            "diffusion_precision": run.diffusion_precision,
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "rounds": args.rounds,
             "recycles": args.recycles,

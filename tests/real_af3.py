@@ -16,7 +16,7 @@ import pathlib
 
 import pytest
 
-from af3_cpu_patch import af3_install
+from af3_cpu_patch.af3 import install as af3_install
 from tests import testbed
 
 
@@ -174,13 +174,13 @@ import numpy as np
 variant = os.environ["VARIANT"]
 if variant != "stock":
     import af3_cpu_patch
-    from af3_cpu_patch import cpu_runtime
+    from af3_cpu_patch import runtime, settings
     from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
-    cpu_runtime.precision = os.environ.get("PRECISION", "bf16")
-    from af3_cpu_patch import diffusion_precision
-    diffusion_precision.setting = os.environ.get("DIFFUSION_PRECISION", "f32")
-    from af3_cpu_patch import bf16_products
-    bf16_products.enabled = os.environ.get("BF16_PRODUCTS") == "1"
+    settings.use(settings.Settings(
+        precision=os.environ.get("PRECISION", "bf16"),
+        diffusion_precision=os.environ.get("DIFFUSION_PRECISION", "f32"),
+        trunk_products=os.environ.get("BF16_PRODUCTS") == "1",
+    ))
     without = set(os.environ.get("WITHOUT", "").split(","))
     af3_cpu_patch.install(tuple(p for p in CLI_PATCHES + (PROGRESS_PATCHES if variant == "progress" else ())
                                 if p.name not in without))
@@ -188,8 +188,9 @@ sys.path.insert(0, os.environ["AF3_ROOT"])
 import run_alphafold as ra
 if variant != "stock":
     try:
-        cpu_runtime.attention = cpu_runtime.resolve_attention(os.environ.get("ATTENTION", "xla"))
-    except cpu_runtime.UsageProblem as exc:
+        attention = settings.resolve_attention(os.environ.get("ATTENTION", "xla"), runtime.attention_choices())
+        settings.use(__import__("dataclasses").replace(settings.current(), attention=attention))
+    except runtime.UsageProblem as exc:
         print(json.dumps({"error": f"UsageProblem: {exc}"}))
         raise SystemExit(0)
 from absl import flags

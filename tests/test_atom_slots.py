@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from af3_cpu_patch import atom_slots
+from af3_cpu_patch.patches import atom_slots
 from tests.helpers import STANDIN, run_python
 
 

@@ -191,7 +191,7 @@ import os, pathlib, sys
 from af3_cpu_patch.batch import layout, runner, worker
 layout.publish = lambda *args, **kwargs: os._exit(3)  # the process dies between the write and the rename
 out = pathlib.Path(sys.argv[1])
-settings = worker.Settings(output_dir=out, model_dir=pathlib.Path(sys.argv[3]), af3_dir=sys.argv[4], cache_dir=None)
+settings = worker.BatchOptions(output_dir=out, model_dir=pathlib.Path(sys.argv[3]), af3_dir=sys.argv[4], cache_dir=None)
 runner.run(runner.Request(inputs=[pathlib.Path(sys.argv[2])], settings=settings, run_data_pipeline=False, shard=(0, 1)))
 """
 
@@ -376,7 +376,7 @@ WITHOUT_DASK = """
 import pathlib, sys
 from af3_cpu_patch.batch import engines, runner, worker
 engines.have_dask = lambda: False  # as if the [dask] extra were not installed
-settings = worker.Settings(output_dir=pathlib.Path(sys.argv[1]), model_dir=pathlib.Path(sys.argv[3]), af3_dir=sys.argv[4], cache_dir=None)
+settings = worker.BatchOptions(output_dir=pathlib.Path(sys.argv[1]), model_dir=pathlib.Path(sys.argv[3]), af3_dir=sys.argv[4], cache_dir=None)
 summary = runner.run(runner.Request(inputs=[pathlib.Path(sys.argv[2])], settings=settings, run_data_pipeline=False, max_memory="none"))
 print(summary["engine"])
 """

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import pathlib
 
-from af3_cpu_patch import cache_dirs, cli, cpu_info, predict
+from af3_cpu_patch import predict
+from af3_cpu_patch.cli import options
+from af3_cpu_patch.host import cache_dirs
+from af3_cpu_patch.host import cpu_info
 
 SKYLAKE = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt fma avx avx2 avx512f avx512bw avx512vl hypervisor constant_tsc".split()
 HASWELL = "fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt fma avx avx2 hypervisor constant_tsc".split()
@@ -50,8 +53,8 @@ def test_default_and_given_cache_dirs_get_the_same_subdirectory(tmp_path, monkey
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     default = cache_dirs.compilation_cache()
     assert default.parent == tmp_path / "xdg" / "af3-cpu" / "jax"
-    given = cli._cache_dir(pathlib.Path(tmp_path / "shared"), no_cache=False)
+    given = options.cache_dir(pathlib.Path(tmp_path / "shared"), no_cache=False)
     assert given == (tmp_path / "shared").resolve() / default.name
-    assert cli._cache_dir(None, no_cache=False) == predict.DEFAULT_CACHE
+    assert options.cache_dir(None, no_cache=False) == predict.DEFAULT_CACHE
     assert predict.DEFAULT_CACHE.name == default.name
-    assert cli._cache_dir(tmp_path, no_cache=True) is None
+    assert options.cache_dir(tmp_path, no_cache=True) is None

@@ -15,7 +15,9 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 
-from af3_cpu_patch import af3_checkout, af3_install, cache_dirs
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.af3 import install as af3_install
+from af3_cpu_patch.host import cache_dirs
 from af3_cpu_patch.cli import main
 from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT, standin_checkout_without_output_terms
 
@@ -198,7 +200,7 @@ def test_in_process_callers_get_system_exit(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["af3-cpu", "--help"])
     with pytest.raises(SystemExit) as exited:
         cli.entry()
-    assert exited.value.code == 0 and not cli._ran_af3
+    assert exited.value.code == 0  # a SystemExit at all: os._exit would have ended pytest
 
 
 def test_second_run_keeps_the_first_output(workdir):
@@ -261,7 +263,8 @@ def test_progress_runs_are_compiled_once(workdir):
     env = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the stand-in compiles in well under JAX's 1 s
     first = run_cli(base + ["--output-dir", workdir / "first"], env=env)
     assert first.returncode == 0, first.stderr
-    cache_here = cache_dirs.compilation_cache(cache)  # --cache-dir holds this CPU's and jax's subdirectory
+    # --cache-dir holds this CPU's and jax's subdirectory, and in it one per run settings
+    [cache_here] = cache_dirs.compilation_cache(cache).iterdir()
     entries = sorted(p.name for p in cache_here.iterdir())
     sampler = [name for name in entries if name.startswith("jit__lambda")]  # the stand-in's jitted sample()
     assert sampler, entries
@@ -344,7 +347,8 @@ def _settings(out):
 
 
 def test_cpu_defaults_reach_run_alphafold(workdir):
-    from af3_cpu_patch import cpu_info, predict
+    from af3_cpu_patch import predict
+    from af3_cpu_patch.host import cpu_info
 
     base = _tiny_predict(workdir)
     assert run_cli(base + ["--output-dir", workdir / "a"]).returncode == 0
@@ -352,7 +356,8 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
     assert settings["buckets"] == predict.CPU_BUCKETS.split(",")
     assert settings["bfloat16"] == ("all" if cpu_info.native_bf16() else "none")
     default_cache = cache_dirs.compilation_cache(pathlib.Path(_CACHE_HOME, "af3-cpu", "jax"))  # per CPU and jax version
-    assert settings["cache"] == str(default_cache)  # progress on and cached
+    used_cache = pathlib.Path(settings["cache"])  # progress on and cached, in a folder of these settings
+    assert used_cache.parent == default_cache and re.fullmatch("[0-9a-f]{12}", used_cache.name)
     assert settings["cpus"] == cpu_info.usable_cores()
     assert settings["attention"] == "xla_chunked"  # the stand-in offers tokamax's list, as AF3 v3.0.2+
 
@@ -361,12 +366,14 @@ def test_cpu_defaults_reach_run_alphafold(workdir):
                            "--threads", "1", "--quiet", "--cache-dir", cache, "--attention", "xla"])
     assert proc.returncode == 0, proc.stderr
     settings = _settings(workdir / "b")
-    assert settings == {"bfloat16": "all", "buckets": ["256"], "cache": str(cache / default_cache.name), "cpus": 1, "attention": "xla"}
+    other_cache = pathlib.Path(settings.pop("cache"))
+    assert settings == {"bfloat16": "all", "buckets": ["256"], "cpus": 1, "attention": "xla"}
+    assert other_cache.parent == cache / default_cache.name and other_cache.name != used_cache.name  # other settings
 
 
 def test_exact_runs_stock_settings_and_only_patches_that_keep_stock_bits(workdir):
     from af3_cpu_patch.patches import CLI_PATCHES, PROGRESS_PATCHES
-    from af3_cpu_patch.registry import Numerics
+    from af3_cpu_patch.engine.patch import Numerics
 
     proc = run_cli(_tiny_predict(workdir) + ["--output-dir", workdir / "a", "--exact"])
     assert proc.returncode == 0, proc.stderr

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from af3_cpu_patch import cpu_info, cpu_runtime, diffusion_precision
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch import settings
+from af3_cpu_patch.patches import attention_layout
+from af3_cpu_patch.patches import diffusion_precision
 
 
 @pytest.fixture
-def setting(monkeypatch):
+def setting():
+    """Sets the run's diffusion precision (restored after the test)."""
     def set_to(value):
-        monkeypatch.setattr(diffusion_precision, "setting", value)
+        settings.use(dataclasses.replace(settings.current(), diffusion_precision=value))
 
-    return set_to
+    with settings.using(settings.current()):
+        yield set_to
 
 
 def _operands(seed=0, shape=((5, 40, 96), (96, 64))):
@@ -92,9 +99,9 @@ def test_tf32_setting_emulates_a_gpu_product(setting):
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_only_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(cpu_info, "native_bf16", lambda: native)
-    assert cpu_runtime.resolve_precision("auto") == ("bf16" if native else "f32")
-    assert cpu_runtime.resolve_precision("f32") == "f32"
-    assert cpu_runtime.resolve_precision("bf16") == "bf16"
+    assert settings.resolve_precision("auto", cpu_info.native_bf16()) == ("bf16" if native else "f32")
+    assert settings.resolve_precision("f32", cpu_info.native_bf16()) == "f32"
+    assert settings.resolve_precision("bf16", cpu_info.native_bf16()) == "bf16"
 
 
 @pytest.mark.parametrize("value, inside", [("bf16", True), ("tf32", True), ("f32", False)])
@@ -172,8 +179,6 @@ def test_glu_calls_it_does_not_know_go_to_the_op(setting):
     (False, "f32", False),  # bit-identical on AVX2
 ])
 def test_attention_layout_on_avx512_follows_the_diffusion_precision(monkeypatch, setting, avx512, value, left_out):
-    from af3_cpu_patch.patches import layout
-
     monkeypatch.setattr(cpu_info, "has_flag", lambda flag: avx512 and flag == "avx512f")
     setting(value)
-    assert bool(layout.not_bit_identical_here()) is left_out
+    assert bool(attention_layout.not_bit_identical_here()) is left_out

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from af3_cpu_patch import memory_forecast
+from af3_cpu_patch.host import memory_forecast
 from af3_cpu_patch.batch import engines, plan, sizing, worker
 from af3_cpu_patch.cli import main
 from af3_cpu_patch.host import forecast_time as ft
@@ -126,7 +126,7 @@ def _plan(batch_dir):  # noqa: F811 - fixture
 
 
 def _settings(batch_dir, **kwargs):  # noqa: F811 - fixture
-    return worker.Settings(output_dir=batch_dir / "out", model_dir=batch_dir / "weights", **kwargs)
+    return worker.BatchOptions(output_dir=batch_dir / "out", model_dir=batch_dir / "weights", **kwargs)
 
 
 def test_sizing_from_forecasts_and_user_values_win(batch_dir):  # noqa: F811 - fixture

@@ -24,7 +24,7 @@ def test_round_trip_restores_original_code_and_is_idempotent():
         patched = [f.__code__ for f in fns]
         again = af3_cpu_patch.install()               # idempotent
         same = all(f.__code__ is c for f, c in zip(fns, patched))
-        from af3_cpu_patch import hooks
+        from af3_cpu_patch.engine import hooks
         in_place = [hooks.applied("denoising-step-sqrt"), hooks.applied("no-such-patch")]
         af3_cpu_patch.uninstall()
         in_place.append(hooks.applied("denoising-step-sqrt"))
@@ -202,7 +202,7 @@ def test_placeholder_alphafold3_is_detected(tmp_path):
     result = run_python(
         """
         import json
-        from af3_cpu_patch import af3_install
+        from af3_cpu_patch.af3 import install as af3_install
         info = af3_install.detect()
         print(json.dumps({"found": info.found, "deepmind": info.is_deepmind, "problem": info.problem()}))
         """,

@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
-from af3_cpu_patch import doctor, memory_forecast
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch import doctor
+from af3_cpu_patch.host import memory_forecast
+from af3_cpu_patch.errors import UsageProblem
 from af3_cpu_patch.host import cgroups
 from af3_cpu_patch.host.limits import UNLIMITED_BYTES, limits
 from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT

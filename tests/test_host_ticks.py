@@ -1,4 +1,4 @@
-"""``host_ticks``: ticks from jitted loops reach the host, and leave the program cacheable."""
+"""``ticks``: ticks from jitted loops reach the host, and leave the program cacheable."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import json, os, sys
 import jax, jax.numpy as jnp
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-from af3_cpu_patch import host_ticks
+from af3_cpu_patch.host import ticks
 if sys.argv[2] == "fallback":
-    host_ticks._state["cacheable"] = False
+    ticks._state["cacheable"] = False
 else:
-    host_ticks.prepare()
+    ticks.prepare()
 heard = []
 
 def body(i, x):
-    host_ticks.tick("test_loop", lambda: heard.append(1))
+    ticks.tick("test_loop", lambda: heard.append(1))
     return jnp.sin(x) * 1.5 + 0.25
 
 @jax.jit
@@ -33,7 +33,7 @@ jax.block_until_ready(with_ticks)
 plain = jax.vmap(lambda v: jax.lax.fori_loop(0, 7, lambda i, y: jnp.sin(y) * 1.5 + 0.25, v))(x)
 print(json.dumps({
     "ticks": len(heard),
-    "cacheable": host_ticks.cacheable(),
+    "cacheable": ticks.cacheable(),
     "same_bits": bool((with_ticks == plain).all()),
     "cached": sorted(n.split("-")[0] for n in os.listdir(sys.argv[1])),
 }))

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from af3_cpu_patch import lazy_ccd
+from af3_cpu_patch.patches import lazy_ccd
 from tests.helpers import STANDIN, run_python
 
 COMPONENTS = {

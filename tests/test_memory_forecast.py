@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from af3_cpu_patch import memory_forecast as mf
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch.host import memory_forecast as mf
+from af3_cpu_patch.errors import UsageProblem
 from tests.test_cli import SMALL_INPUT, assert_one_line_error, invoke, workdir  # noqa: F401 - fixture
 
 

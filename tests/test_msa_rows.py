@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import wrapt
 
-from af3_cpu_patch import hooks, msa_rows
+from af3_cpu_patch.engine import hooks
+from af3_cpu_patch.patches import msa_rows
 
 
 @dataclasses.dataclass(frozen=True)

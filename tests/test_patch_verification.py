@@ -14,10 +14,10 @@ import types
 
 import pytest
 
-from af3_cpu_patch import af3_install
+from af3_cpu_patch.af3 import install as af3_install
 from af3_cpu_patch.patches import BATCH_PATCHES, CLI_PATCHES, PROGRESS_PATCHES, exact
-from af3_cpu_patch.registry import Numerics, SourcePatch, Status, WrapperPatch
-from af3_cpu_patch.source_rewrite import Rewrite
+from af3_cpu_patch.engine.patch import Numerics, SourcePatch, Status, WrapperPatch
+from af3_cpu_patch.engine.source_rewrite import Rewrite
 
 
 def _module(tmp_path, name, source):

@@ -21,7 +21,7 @@ from tests.helpers import run_python
 COMPARE = """
 import json, sys
 import af3_cpu_patch
-from af3_cpu_patch import lazy_ccd
+from af3_cpu_patch.patches import lazy_ccd
 from af3_cpu_patch.patches import CLI_PATCHES
 af3_cpu_patch.install(CLI_PATCHES)
 from alphafold3.constants import chemical_components as cc

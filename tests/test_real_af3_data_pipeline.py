@@ -33,7 +33,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from af3_cpu_patch import af3_checkout, cpu_info, search_threads
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch.host import search_threads
 from tests import real_af3
 from tests.helpers import ROOT
 from tests.test_real_af3_predict import mmcif_coordinates

@@ -14,7 +14,8 @@ import json
 import numpy as np
 import pytest
 
-from af3_cpu_patch import cpu_info, memory_forecast
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch.host import memory_forecast
 from tests import real_af3
 
 # Relative RMS difference of the real-token embeddings (rms(a - b) / rms(b)).
@@ -35,7 +36,7 @@ ATTENTION_TOLERANCE = 1e-4  # xla_chunked vs xla attention, f32, same bucket: on
 #   With the transitions' GLU product in the bf16 pass too (later): bf16 0.0015, TF32 0.0008.
 DIFFUSION_PRECISION_TOLERANCE_A = 0.02
 
-# The trunk's bf16 products with float32 results rounded to bf16 (af3_cpu_patch.bf16_products,
+# The trunk's bf16 products with float32 results rounded to bf16 (af3_cpu_patch.patches.trunk_products,
 # the CLI's on CPUs with native bf16) vs stock's bf16 -> bf16 products: the same values up to the
 # kernels' summation order.  Measured on v3.0.4 (AMD EPYC, AVX512-BF16, jax 0.10.2), filled random
 # weights, 31 residues at bucket 32, 1 recycle, 1 sample: single 1.7e-2, pair 2.0e-2, coordinates
@@ -148,7 +149,7 @@ def test_bf16_products_with_f32_results_match_stock_products(af3, filled_model_d
 @pytest.mark.parametrize("msa_rows", [1, 6])
 def test_msa_cut_to_its_row_bucket_matches_afs_padding(af3, filled_model_dir, tmp_path, msa_rows):
     """msa-rows: the MSA stack on a row bucket (16) instead of 1024 rows, padding masked in both."""
-    from af3_cpu_patch import msa_rows as rows_policy
+    from af3_cpu_patch.patches import msa_rows as rows_policy
 
     fold_input = real_af3.protein_with_msa(msa_rows)
     input_json = tmp_path / "protein_msa.json"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 
-from af3_cpu_patch import ccd_sizes, memory_forecast
+from af3_cpu_patch.host import ccd_sizes
+from af3_cpu_patch.host import memory_forecast
 from tests.helpers import run_python
 
 COUNT = """
@@ -18,7 +19,7 @@ import json, os
 from alphafold3.common import folding_input
 from alphafold3.constants import chemical_components
 from alphafold3.data import featurisation
-from af3_cpu_patch import ccd_sizes
+from af3_cpu_patch.host import ccd_sizes
 
 ccd = chemical_components.Ccd()
 ccd_counts = {}

@@ -17,11 +17,11 @@ import json
 import numpy as np
 import pytest
 
-from af3_cpu_patch.patches import layout
+from af3_cpu_patch.patches import attention_layout
 from tests import real_af3
 from tests.helpers import run_python
 
-PATCH_NAMES = {p.function: p.name for p in layout.PATCHES}
+PATCH_NAMES = {p.function: p.name for p in attention_layout.PATCHES}
 
 MODULE = """
 import json, os, sys
@@ -33,7 +33,7 @@ try:
     from alphafold3.model.network import diffusion_transformer as dt, modules
 except ImportError:  # v3.0.0
     from alphafold3.model.diffusion import diffusion_transformer as dt, modules
-from af3_cpu_patch import cpu_runtime
+from af3_cpu_patch.patches import precision_policy
 
 what, n = os.environ["WHAT"], int(os.environ["TOKENS"])
 gc = model_config.GlobalConfig()
@@ -43,7 +43,7 @@ if gc.flash_attention_implementation == "xla_chunked" and not hasattr(modules, "
     print(json.dumps({"skip": "this AF3 has no tokamax attention (v3.0.2 or later)"}))
     raise SystemExit(0)
 if os.environ.get("ROW_BLOCKS") == "cpu":
-    cpu_runtime.use_cpu_row_blocks(gc)
+    precision_policy.use_cpu_row_blocks(gc)
 k = jax.random.split(jax.random.PRNGKey(3), 6)
 if what == "pairformer":
     seq_mask = (jnp.arange(n) < n - 5).astype(jnp.float32)
@@ -96,7 +96,7 @@ def test_cpu_row_blocks_are_bit_identical(af3, tmp_path, tokens, attention):
 def test_diffusion_attention_layout_is_bit_identical(af3, tmp_path, function):
     _, stock = _run(af3, tmp_path, "stock", what=function, tokens=256, with_plugin=0)
     report, patched = _run(af3, tmp_path, "patched", what=function, tokens=256, with_plugin=1)
-    expected = "not needed" if layout.not_bit_identical_here() else "applied"
+    expected = "not needed" if attention_layout.not_bit_identical_here() else "applied"
     assert report[PATCH_NAMES[function]] == expected, json.dumps(report)
     assert np.isfinite(stock).all()
     assert np.array_equal(patched, stock), f"max difference {np.abs(patched - stock).max()}"

@@ -21,9 +21,9 @@ from tests.helpers import run_python
 REAL_SAMPLE = """
 import importlib, json, os, sys, types
 import af3_cpu_patch
-from af3_cpu_patch.patches import runtime
+from af3_cpu_patch.patches import jax_triton_placeholder
 af3_cpu_patch.uninstall()
-af3_cpu_patch.install((runtime.JAX_TRITON_FALLBACK,))
+af3_cpu_patch.install(jax_triton_placeholder.PATCHES)
 import haiku as hk, jax, jax.numpy as jnp, numpy as np
 dh = importlib.import_module(os.environ["HEAD_MODULE"])
 config = dh.SampleConfig(steps=200, num_samples=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from af3_cpu_patch.patches import BATCH_PATCHES, PROGRESS_PATCHES
-from af3_cpu_patch.registry import SourcePatch, Status, version_tuple
+from af3_cpu_patch.engine.patch import SourcePatch, Status, version_tuple
 from tests import real_af3, testbed
 from tests.conftest import record_patch_status
 from tests.helpers import run_python
@@ -37,8 +37,8 @@ print(json.dumps({r.patch: [str(r.status), r.detail, r.af3_version] for r in af3
 """
 
 # Patches that decide at apply time, from this CPU and the run's settings, not to apply here.
-CONDITIONAL = {"diffusion-self-attention-logits-layout", "diffusion-cross-attention-logits-layout",
-               "diffusion-self-attention-layout", "diffusion-cross-attention-layout"}
+CONDITIONAL = {"attention-layout-logits-self", "attention-layout-logits-cross",
+               "attention-layout-self", "attention-layout-cross"}
 
 
 @pytest.mark.parametrize("af3", testbed.VERSIONS, indirect=True)

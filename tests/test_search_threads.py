@@ -16,7 +16,10 @@ import sys
 
 import pytest
 
-from af3_cpu_patch import af3_checkout, cpu_info, predict, search_threads
+from af3_cpu_patch import predict
+from af3_cpu_patch.af3 import checkout as af3_checkout
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch.host import search_threads
 from tests.helpers import ROOT, STANDIN, STANDIN_CHECKOUT
 
 NAMES = ("jackhmmer_n_cpu", "nhmmer_n_cpu", "hmmsearch_n_cpu")

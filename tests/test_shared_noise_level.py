@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from af3_cpu_patch import shared_noise_level
+from af3_cpu_patch.patches import shared_noise_level
 from tests.helpers import STANDIN, run_python
 
 
@@ -45,7 +45,7 @@ def test_wrapped_sample_computes_the_conditioning_once_with_the_stock_result(as_
         import af3_cpu_patch  # the stand-in's NaN guard, so that the result can be compared
         import jax, jax.numpy as jnp, numpy as np
         from alphafold3.model.network import diffusion_head as dh
-        from af3_cpu_patch import shared_noise_level
+        from af3_cpu_patch.patches import shared_noise_level
 
         config = dh.SampleConfig(steps=20)
         mask = jnp.ones((8, 4))

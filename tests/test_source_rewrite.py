@@ -9,8 +9,8 @@ import traceback
 
 import pytest
 
-from af3_cpu_patch import source_rewrite
-from af3_cpu_patch.source_rewrite import Rewrite
+from af3_cpu_patch.engine import source_rewrite
+from af3_cpu_patch.engine.source_rewrite import Rewrite
 
 MODULE = '''
 import functools
@@ -123,7 +123,7 @@ def test_missing_targets(module):
 def test_patches_of_one_host_and_its_nested_function_stack_and_undo_separately(module):
     # sample() and sample.apply_denoising_step are one host: two patches on it
     # must not drop each other's rewrites, whatever order they come and go in.
-    from af3_cpu_patch.registry import Numerics, SourcePatch, Status
+    from af3_cpu_patch.engine.patch import Numerics, SourcePatch, Status
 
     def patch(name, function, rewrite):
         return SourcePatch(name=name, why="test", modules=("rewrite_target",), function=function,

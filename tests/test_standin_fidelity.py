@@ -67,7 +67,7 @@ def _positions(workdir, tag, *options):  # noqa: F811 - fixture
 
 
 def test_bf16_diffusion_products_stay_close_to_f32(workdir):  # noqa: F811 - fixture
-    from af3_cpu_patch import cpu_info
+    from af3_cpu_patch.host import cpu_info
 
     f32_log, f32 = _positions(workdir, "f32", "--diffusion-precision", "f32")
     bf16_log, bf16 = _positions(workdir, "bf16", "--diffusion-precision", "bf16")

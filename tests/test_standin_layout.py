@@ -13,18 +13,18 @@ import json
 import numpy as np
 import pytest
 
-from af3_cpu_patch.patches import layout
+from af3_cpu_patch.patches import attention_layout
 from tests.helpers import STANDIN, run_python
 
-PATCH_NAMES = {p.function: p.name for p in layout.PATCHES}
+PATCH_NAMES = {p.function: p.name for p in attention_layout.PATCHES}
 
 LAYOUT = """
 import json, os, sys
 if os.environ.get("WITH_PLUGIN") == "1":
     import af3_cpu_patch
 if os.environ.get("WITH_PLUGIN") == "cli":  # af3-cpu's set with the bf16 pass
-    from af3_cpu_patch import diffusion_precision
-    diffusion_precision.setting = "bf16"
+    from af3_cpu_patch import settings
+    settings.use(settings.Settings(diffusion_precision="bf16"))
     import af3_cpu_patch
     from af3_cpu_patch.patches import CLI_PATCHES
     af3_cpu_patch.uninstall()
@@ -64,7 +64,7 @@ def _run(tmp_path, function, plugin):
 def test_layout_patch_is_applied_and_bit_identical(tmp_path, function):
     _, stock = _run(tmp_path, function, plugin=False)
     report, patched = _run(tmp_path, function, plugin=True)
-    expected = "not needed" if layout.not_bit_identical_here() else "applied"
+    expected = "not needed" if attention_layout.not_bit_identical_here() else "applied"
     assert report[PATCH_NAMES[function]] == expected
     assert np.isfinite(stock).all()
     assert patched.shape == stock.shape
@@ -76,7 +76,7 @@ def test_cli_with_the_bf16_pass_rewrites_logits_and_weighted_sum_together(tmp_pa
     # Two patches rewrite one function; both must be in it, on any CPU.
     _, stock = _run(tmp_path, function, plugin=False)
     report, patched = _run(tmp_path, function, plugin="cli")
-    logits_patch = next(p.name for p in layout.LOGITS_PATCHES if p.function == function)
+    logits_patch = next(p.name for p in attention_layout.LOGITS_PATCHES if p.function == function)
     assert report[PATCH_NAMES[function]] == "applied"
     assert report[logits_patch] == "applied"
     # The same products summed in XLA:CPU's batched kernel: equal up to float32 rounding.

@@ -534,7 +534,7 @@ import af3_cpu_patch  # first: v3.0.0/v3.0.1 import jax_triton, which raises on 
 import jax
 import alphafold3.cpp
 from alphafold3.constants import chemical_component_sets, chemical_components
-from af3_cpu_patch import af3_install
+from af3_cpu_patch.af3 import install as af3_install
 ccd = chemical_components.Ccd()
 try:  # what featurisation asks of every residue; v3.0.0 needs SMILES descriptors, which this CCD lacks
     chemical_components.component_name_to_info(ccd, "ALA")

@@ -19,8 +19,8 @@ import importlib.util
 import os
 import shlex
 
-from af3_cpu_patch import cpu_info, memory_forecast
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch.errors import UsageProblem
+from af3_cpu_patch.host import cpu_info, memory_forecast
 
 MEMORY_RESOURCE = "af3_memory_gb"  # Dask worker resource: GB a worker can give one task
 PRELOAD = "af3_cpu_patch.batch.preload"

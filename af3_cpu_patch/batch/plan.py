@@ -16,8 +16,9 @@ import json
 import pathlib
 import re
 
-from af3_cpu_patch import memory_forecast, predict
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch import predict
+from af3_cpu_patch.errors import UsageProblem
+from af3_cpu_patch.host import memory_forecast
 
 DATA_FIELDS = {"protein": ("unpairedMsa", "pairedMsa", "templates"), "rna": ("unpairedMsa",)}
 

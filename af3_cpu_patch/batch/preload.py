@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-from af3_cpu_patch import cpu_info
+import af3_cpu_patch
+from af3_cpu_patch.host import cpu_info
+from af3_cpu_patch.patches import BATCH_PATCHES
 
 
 def _pin_local_worker(worker) -> None:
@@ -27,8 +29,6 @@ def _pin_local_worker(worker) -> None:
 
 
 def dask_setup(worker) -> None:
-    import af3_cpu_patch
-    from af3_cpu_patch.patches import BATCH_PATCHES
 
     _pin_local_worker(worker)
     os.environ["JAX_PLATFORMS"] = "cpu"

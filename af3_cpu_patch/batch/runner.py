@@ -8,16 +8,15 @@ import pathlib
 import traceback
 import uuid
 
-from af3_cpu_patch import memory_forecast
-from af3_cpu_patch.af3_checkout import UsageProblem
 from af3_cpu_patch.batch import engines, layout, plan, report, worker
-from af3_cpu_patch.host import stops
+from af3_cpu_patch.errors import UsageProblem
+from af3_cpu_patch.host import memory_forecast, stops
 
 
 @dataclasses.dataclass
 class Request:
     inputs: list[pathlib.Path]
-    settings: worker.Settings
+    settings: worker.BatchOptions
     run_data_pipeline: bool = True
     stage: str = "all"  # data | infer | all
     retries: int = 2

@@ -4,7 +4,7 @@ Why: a job's ``--time`` and ``--mem`` are fixed before it starts.  Too little
 time kills the job in the middle of a task, too little memory gets it killed
 for memory; far too much waits longer in the queue.  The tasks are known
 before any job starts (``plan``), each with its token bucket, so the memory
-forecast (:mod:`af3_cpu_patch.memory_forecast`) and the time forecast
+forecast (:mod:`af3_cpu_patch.host.memory_forecast`) and the time forecast
 (:mod:`af3_cpu_patch.host.forecast_time`) size the jobs; what the user gave
 (``--walltime``, ``--memory``) always wins.
 
@@ -45,7 +45,7 @@ def lifetime_walltime(needed: int) -> int:
     return math.ceil(seconds / 60) * 60
 
 
-def shard_seconds(tasks: list[plan.Task], settings: worker.Settings, cores: int, cpu=None) -> float:
+def shard_seconds(tasks: list[plan.Task], settings: worker.BatchOptions, cores: int, cpu=None) -> float:
     return forecast_time.run_seconds([t.bucket for t in tasks], num_recycles=settings.num_recycles,
                                      num_diffusion_samples=settings.num_diffusion_samples, cores=cores, cpu=cpu)
 
@@ -56,7 +56,7 @@ class Sized:
     notes: list[str]  # how each value was chosen, for the user (and the sbatch script's comments)
 
 
-def size(options: engines.ClusterOptions, made: plan.Plan, settings: worker.Settings, shards: int,
+def size(options: engines.ClusterOptions, made: plan.Plan, settings: worker.BatchOptions, shards: int,
          for_workers: bool = False, cpu=None) -> Sized:
     """``options`` with ``walltime`` and ``memory`` filled in from the forecasts where the user gave none.
 
@@ -95,7 +95,7 @@ def size(options: engines.ClusterOptions, made: plan.Plan, settings: worker.Sett
     return Sized(dataclasses.replace(options, memory=memory, walltime=walltime), notes)
 
 
-def size_batch(options: engines.ClusterOptions, inputs: list[pathlib.Path], settings: worker.Settings,
+def size_batch(options: engines.ClusterOptions, inputs: list[pathlib.Path], settings: worker.BatchOptions,
                run_data_pipeline: bool, shards: int, for_workers: bool = False) -> Sized:
     """:func:`size` for the batch of these inputs, planned as the runner plans it."""
     buckets = predict.effective_buckets(settings.buckets, settings.exact)

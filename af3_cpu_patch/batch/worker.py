@@ -17,10 +17,13 @@ import pathlib
 import socket
 import time
 
-from af3_cpu_patch import cpu_runtime, model_reuse, predict
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch import predict, runtime
+from af3_cpu_patch.af3 import checkout as af3_checkout
 from af3_cpu_patch.batch import layout, plan
-from af3_cpu_patch.result_check import NonFiniteResult
+from af3_cpu_patch.errors import UsageProblem
+from af3_cpu_patch.patches import BATCH_PATCHES
+from af3_cpu_patch.patches import keep_model as model_reuse
+from af3_cpu_patch.patches.check_results import NonFiniteResult
 
 
 class InputFailure(Exception):
@@ -53,7 +56,7 @@ def af3_rejection(input_path: pathlib.Path) -> str | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class BatchOptions:
     """What every task of a batch shares; sent to workers with each task."""
 
     output_dir: pathlib.Path
@@ -83,17 +86,16 @@ class Settings:
 class Session:
     """AF3 imported once in this process, with the batch patches."""
 
-    def __init__(self, settings: Settings):
-        from af3_cpu_patch import af3_checkout
-        from af3_cpu_patch.patches import BATCH_PATCHES
+    def __init__(self, settings: BatchOptions):
 
         self.settings = settings
         self.checkout = af3_checkout.find_checkout(settings.af3_dir)
         predict.check_versioned_options(settings.options(settings.output_dir, settings.output_dir, False), self.checkout)
         predict.check_output_terms(self.checkout)
-        _, self.run_alphafold = cpu_runtime.start_af3(
-            self.checkout.root, settings.threads, settings.precision, BATCH_PATCHES, settings.attention,
-            settings.diffusion_precision, exact=settings.exact,
+        _, self.run_alphafold = runtime.start_af3(
+            self.checkout.root, BATCH_PATCHES, precision=settings.precision, diffusion_precision=settings.diffusion_precision,
+            attention=settings.attention, exact=settings.exact,
+            buckets=predict.effective_buckets(settings.buckets, settings.exact), threads=settings.threads,
         )
 
     def run_main(self, input_json: dict, workdir: pathlib.Path, data_pipeline: bool, inference: bool, source: str = "") -> pathlib.Path:
@@ -109,9 +111,9 @@ class Session:
         argv = predict.af3_flags(options, self.checkout, af3_out)
         if not inference:
             argv.append("--run_inference=false")
-        cpu_runtime.parse_flags(argv)
+        runtime.parse_flags(argv)
         try:
-            with cpu_runtime.quiet_known_noise():
+            with runtime.quiet_known_noise():
                 self.run_alphafold.main(argv)
         except (NonFiniteResult, UsageProblem) as exc:
             raise InputFailure(str(exc)) from None
@@ -133,7 +135,7 @@ class Session:
 _session: Session | None = None
 
 
-def session(settings: Settings) -> Session:
+def session(settings: BatchOptions) -> Session:
     """This process's session, made on first use and kept (a worker serves many tasks)."""
     global _session
     if _session is None or _session.settings != settings:
@@ -146,7 +148,7 @@ def _marker(started: float, **extra) -> dict:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "models_built_in_process": model_reuse.built, **extra}
 
 
-def run_chain(chain: plan.ChainData, settings: Settings) -> str:
+def run_chain(chain: plan.ChainData, settings: BatchOptions) -> str:
     """Data pipeline for one distinct chain; its MSA/template fields land in the chain cache."""
     out = settings.output_dir
     path = layout.chain_file(out, chain)
@@ -164,7 +166,7 @@ def run_chain(chain: plan.ChainData, settings: Settings) -> str:
     return str(path)
 
 
-def run_task(task: plan.Task, settings: Settings, *chain_results) -> dict:
+def run_task(task: plan.Task, settings: BatchOptions, *chain_results) -> dict:
     """Inference for one (input, seed): run, publish atomically, mark done.
 
     ``chain_results`` are the data tasks this one waited for (Dask passes

@@ -39,7 +39,7 @@ import bisect
 import dataclasses
 import math
 
-from af3_cpu_patch import cpu_info
+from af3_cpu_patch.host import cpu_info
 
 MEASURED_CORES = 2
 CORE_SCALING_EXPONENT = 0.5  # assumed, see the module docstring

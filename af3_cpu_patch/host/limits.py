@@ -30,7 +30,7 @@ import pathlib
 import re
 from collections.abc import Collection, Mapping
 
-from af3_cpu_patch.af3_checkout import UsageProblem
+from af3_cpu_patch.errors import UsageProblem
 from af3_cpu_patch.host import cgroups
 
 # cgroup v1 says "no limit" with a page-rounded 2**63 - 1; anything this large limits nothing.
