@@ -62,7 +62,7 @@ def test_forward_pass_is_bit_identical_with_the_lazy_ccd(af3, model_dir, tmp_pat
     for name, without in (("lazy", ""), ("whole", "lazy-ccd,lazy-ccd-per-instance")):
         error, arrays, report = real_af3.forward(
             af3, model_dir, input_json, tmp_path / f"{name}.npz", "patched", with_report=True,
-            bucket=64, steps=20, without=without, xdg_cache_home=tmp_path / "cache",
+            bucket=64, steps=1, without=without, xdg_cache_home=tmp_path / "cache",  # the CCD feeds featurisation: one step shows it
         )
         assert error is None, error
         runs[name] = (arrays, report)
@@ -77,7 +77,8 @@ def test_predict_finishes_a_complex_with_a_metal_ion(af3, model_dir, tmp_path):
     input_json.write_text(json.dumps(ion_complex("ion_complex")))
     proc = subprocess.run(
         af3.cli("predict", input_json, "--model-dir", model_dir, "--output-dir", tmp_path / "out", "--no-run-data-pipeline",
-                "--num-recycles", "1", "--num-diffusion-samples", "1", "--af3-dir", af3.root, "--no-cache", "--quiet"),
+                "--num-recycles", "1", "--num-diffusion-samples", "1", "--af3-dir", af3.root, "--quiet",
+                "--cache-dir", real_af3.compilation_cache()),
         capture_output=True, text=True, env=af3.env(XDG_CACHE_HOME=tmp_path / "cache"), timeout=3600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -144,9 +144,9 @@ def assert_finite_model(cif):
 
 
 @pytest.fixture(scope="module")
-def compilation_cache(tmp_path_factory):
-    """One for predict and batch: the batch's inference loads the program predict compiled for bucket 64."""
-    return tmp_path_factory.mktemp("cache")
+def compilation_cache():
+    """The test bed's: the batch's inference loads the program predict compiled for bucket 64 (and a warm run both)."""
+    return real_af3.compilation_cache()
 
 
 @pytest.fixture(scope="module")
